@@ -1,0 +1,20 @@
+"""Shared fixtures: a small synthetic photo and a tiny fitted-net factory."""
+import os
+
+# Two virtual CPU devices so the sharding tests run on any machine; set before jax loads.
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture(scope="session")
+def photo() -> np.ndarray:
+  """A 120x160 RGB test image: a bright disc on a textured background."""
+  rng = np.random.default_rng(0)
+  yy, xx = np.mgrid[:120, :160]
+  img = np.stack([40 + 0.5 * xx, 60 + 0.4 * yy, 90 + 0 * xx], -1)
+  img = img + rng.normal(0, 8, img.shape)
+  disc = (yy - 55) ** 2 + (xx - 50) ** 2 < 30 ** 2
+  img[disc] = [220, 180, 40]
+  return np.clip(img, 0, 255).astype(np.uint8)
