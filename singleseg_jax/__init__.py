@@ -1,0 +1,19 @@
+"""singleseg_jax: interactive segmentation with a CNN fitted to a single image."""
+from singleseg_jax.data import Dataset, make_dataset, make_pairs, network_input
+from singleseg_jax.errors import InputError
+from singleseg_jax.image import (PreparedImage, load_image, polygon_mask, prepare_image,
+                                 resize_uint8)
+from singleseg_jax.layers import ConvTranspose, conv_transpose
+from singleseg_jax.masks import sample_mask, sample_masks
+from singleseg_jax.model import Upsampler, count_params, flops_per_sample
+from singleseg_jax.segment import Segmentation, mask_from_output, segment
+from singleseg_jax.train import (Plateau, TrainState, eval_step, evaluate, make_optimizer,
+                                 train_epoch, train_step)
+
+__all__ = [
+    "ConvTranspose", "Dataset", "InputError", "Plateau", "PreparedImage", "Segmentation",
+    "TrainState", "Upsampler", "conv_transpose", "count_params", "eval_step", "evaluate",
+    "flops_per_sample", "load_image", "make_dataset", "make_optimizer", "make_pairs",
+    "mask_from_output", "network_input", "polygon_mask", "prepare_image", "resize_uint8",
+    "sample_mask", "sample_masks", "segment", "train_epoch", "train_step",
+]

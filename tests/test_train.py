@@ -1,0 +1,89 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from singleseg_jax import (InputError, Plateau, TrainState, Upsampler, evaluate, make_dataset,
+                           make_optimizer, prepare_image, train_epoch, train_step)
+from singleseg_jax.train import matlab_loss
+
+
+def _state(in_channels=16, width=0.125, seed=0, lr=1e-3):
+  return TrainState.create(Upsampler(in_channels, width, rngs=nnx.Rngs(seed)),
+                           make_optimizer(lr))
+
+
+def test_matlab_loss_is_half_sse_per_sample():
+  pred, tgt = jnp.ones((4, 2, 2, 3)), jnp.zeros((4, 2, 2, 3))
+  assert float(matlab_loss(pred, tgt)) == pytest.approx(0.5 * 12)
+
+
+def test_optimizer_is_l2_on_kernels_then_adam():
+  state = _state()
+  grads = jax.tree.map(jnp.ones_like, state.params)
+  updates, _ = state.tx.update(grads, state.opt_state, state.params)
+  # First Adam step: update = -lr * g / (|g| + eps) elementwise, g = grad + 1e-4 * w on
+  # kernels only -> every update is -1e-3 (up to eps) since g > 0 everywhere here.
+  for path, u in jax.tree_util.tree_flatten_with_path(updates)[0]:
+    np.testing.assert_allclose(np.asarray(u), -1e-3, rtol=1e-4)
+  # With zero loss gradient only the L2 term moves kernels, and biases get nothing.
+  zero = jax.tree.map(jnp.zeros_like, state.params)
+  updates, _ = state.tx.update(zero, state.tx.init(state.params), state.params)
+  layer = updates["layers"][0]
+  assert not np.any(np.asarray(layer["bias"][...]))
+  g = 1e-4 * np.asarray(state.params["layers"][0]["kernel"][...], np.float64)
+  np.testing.assert_allclose(np.asarray(layer["kernel"][...]), -1e-3 * g / (np.abs(g) + 1e-8),
+                             rtol=1e-4, atol=1e-9)
+
+
+def test_loss_falls_on_one_image(photo):
+  train, val = make_dataset(jax.random.key(0), prepare_image(photo).image, 200, 16)
+  state = _state(lr=3e-3)
+  before = float(evaluate(state, val)["mse"])
+  losses = []
+  for epoch in range(60):  # 60 epochs x 6 updates = 360 steps
+    state, m = train_epoch(state, train, jax.random.key(epoch), batch_size=25)
+    losses.append(float(m["loss"]))
+  after = float(evaluate(state, val)["mse"])
+  assert int(state.step) == 360
+  assert np.all(np.isfinite(losses))
+  assert after < 0.5 * before, (before, after)
+  assert np.mean(losses[-5:]) < 0.6 * np.mean(losses[:5])
+
+
+def test_epoch_scan_equals_step_loop(photo):
+  train, _ = make_dataset(jax.random.key(0), prepare_image(photo).image, 40, 8)
+  s1 = _state(8)
+  s1, _ = train_epoch(s1, train, jax.random.key(3), batch_size=10)
+  s2 = _state(8)
+  order = np.asarray(jax.random.permutation(jax.random.key(3), 30))[:30].reshape(3, 10)
+  for idx in order:
+    s2, _ = train_step(s2, {"inputs": train.inputs[idx], "targets": train.targets[idx]})
+  for a, b in zip(jax.tree.leaves(s1.params), jax.tree.leaves(s2.params)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+
+
+def test_batch_size_errors(photo):
+  train, _ = make_dataset(jax.random.key(0), prepare_image(photo).image, 20, 4)
+  with pytest.raises(InputError, match="larger"):
+    train_epoch(_state(4), train, jax.random.key(0), batch_size=100)
+  with pytest.raises(InputError):
+    make_optimizer(learning_rate=-1.0)
+  with pytest.raises(InputError):
+    make_optimizer(l2=float("nan"))
+
+
+def test_plateau_rule():
+  rule = Plateau(patience=3, rel_tol=0.01)
+  st = rule.init()
+  stops = []
+  for v in [10, 9, 8.95, 8.94, 8.93, 8.0, 7.99, 7.98, 7.97]:
+    st, stop = rule.update(st, v)
+    stops.append(stop)
+  # gains (>1%) at epochs 0, 1, 5; three epochs after 1 -> epoch 4 stops; after 5 -> 8.
+  assert stops == [False, False, False, False, True, False, False, False, True]
+  assert st.best == 7.97 and st.best_epoch == 8
+  with pytest.raises(InputError):
+    Plateau(patience=0)
