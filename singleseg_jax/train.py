@@ -175,4 +175,7 @@ class Plateau:
         best=min(value, state.best),
         best_epoch=epoch if value < state.best else state.best_epoch,
         last_gain=epoch if gained else state.last_gain)
-    return new, epoch - new.last_gain >= self.patience
+    return new, self.converged(new)
+
+  def converged(self, state: PlateauState) -> bool:
+    return state.epoch >= 0 and state.epoch - state.last_gain >= self.patience

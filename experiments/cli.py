@@ -1,0 +1,36 @@
+"""Entry-point plumbing: user errors end as one line on stderr and exit code 2."""
+import logging as std_logging
+import os
+import sys
+
+from absl import app
+from absl import logging as absl_logging
+
+from singleseg_jax.errors import InputError
+
+
+def _guarded(main):
+  def wrapper(argv):
+    try:
+      return main(argv)
+    except InputError as e:
+      print(f"error: {e}", file=sys.stderr)
+      sys.exit(2)
+    except KeyboardInterrupt:
+      print("interrupted: rerun the same command to resume", file=sys.stderr)
+      sys.exit(130)
+  return wrapper
+
+
+def _quiet_libraries(argv):
+  """Keeps orbax's per-save INFO lines out of the progress log (warnings still show)."""
+  del argv
+  absl_logging.get_absl_handler().addFilter(
+      lambda r: r.levelno >= std_logging.WARNING or "/orbax/" not in r.pathname)
+
+
+def run(main):
+  """absl's app.run with one-line errors for bad input."""
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+  app.call_after_init(lambda: _quiet_libraries(None))
+  app.run(_guarded(main))

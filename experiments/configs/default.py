@@ -1,0 +1,33 @@
+"""The seed's cat run: in_channels 256, width 1, 1000 pairs (750 train), batch 50,
+Adam 1e-3 with L2 1e-4, up to 500 epochs, stopping when the val loss plateaus."""
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  # The photo. A path; relative paths are resolved against the current directory.
+  # Bundled stand-ins live in third_party/images/ (licences beside them). The paper's
+  # own photos: --config.image=../shared/seed/original/images/cat.jpg (never copied).
+  config.image = "third_party/images/cat.jpg"
+  config.crop = "top_left"      # the paper's crop; "center" keeps centred objects whole
+  config.size = 100             # the net's output side (fixed by the paper's net)
+  config.scale = 0.1            # thumbnail = size * scale = 10 (fixed by the net)
+
+  config.in_channels = 256
+  config.width = 1.0            # hidden widths 256-128-64-32-8 times this; last stays 3
+  config.dtype = "float32"      # compute dtype: float32 or bfloat16
+
+  config.num_samples = 1000
+  config.train_fraction = 0.75
+  config.fresh_data = False     # True: new masks and noise for training every epoch
+  config.batch_size = 50
+  config.num_epochs = 500
+  config.learning_rate = 1e-3
+  config.l2 = 1e-4
+  config.patience = 25          # plateau rule: stop after this many epochs without
+  config.rel_tol = 1e-3         # the val loss falling by more than rel_tol (relative)
+
+  config.seed = 0
+  config.checkpoint_every = 10  # epochs between "latest" checkpoints (best: on improvement)
+  config.num_grid = 8           # validation pairs shown in val_grid.png
+  return config

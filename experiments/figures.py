@@ -1,0 +1,54 @@
+"""PNG figures: loss curves and image grids (no maths here, only drawing)."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image, ImageDraw  # noqa: E402
+
+
+def loss_curve(history: Sequence[dict], path: str) -> None:
+  """Train and val loss (MATLAB's half-SSE per sample) per epoch, log scale."""
+  fig, ax = plt.subplots(figsize=(5, 3.2), dpi=100)
+  epochs = [r["epoch"] for r in history]
+  ax.plot(epochs, [r["train_loss"] for r in history], label="train")
+  ax.plot(epochs, [r["val_loss"] for r in history], label="validation")
+  ax.set_yscale("log")
+  ax.set_xlabel("epoch")
+  ax.set_ylabel("loss (half SSE per sample)")
+  ax.grid(alpha=0.3)
+  ax.legend()
+  fig.tight_layout()
+  fig.savefig(path)
+  plt.close(fig)
+
+
+def to_uint8(img) -> np.ndarray:
+  """[0, 1] floats or uint8 -> uint8 RGB."""
+  a = np.asarray(img)
+  if a.dtype != np.uint8:
+    a = np.clip(np.round(a * 255), 0, 255).astype(np.uint8)
+  if a.ndim == 2:
+    a = np.repeat(a[..., None], 3, -1)
+  return a
+
+
+def image_grid(columns: Sequence[Sequence[np.ndarray]], path: str, titles: Sequence[str] = (),
+               pad: int = 2) -> None:
+  """Rows of images: columns[c][r] is row r, column c (all the same size)."""
+  rows = len(columns[0])
+  h, w = to_uint8(columns[0][0]).shape[:2]
+  head = 14 if titles else 0
+  canvas = Image.new("RGB", (len(columns) * (w + pad) + pad, head + rows * (h + pad) + pad),
+                     (255, 255, 255))
+  draw = ImageDraw.Draw(canvas)
+  for c, title in enumerate(titles):
+    draw.text((pad + c * (w + pad), 1), title, fill=(0, 0, 0))
+  for c, col in enumerate(columns):
+    for r, img in enumerate(col):
+      canvas.paste(Image.fromarray(to_uint8(img)), (pad + c * (w + pad), head + pad + r * (h + pad)))
+  canvas.save(path, optimize=True)

@@ -1,0 +1,230 @@
+"""train_and_evaluate(config, workdir): one image, one fitted net, files on disk.
+
+The workdir holds:
+  config.json        the config of the run (a rerun must match it, except for
+                     num_epochs, checkpoint_every and num_grid)
+  run.json           the image's path, crop box, sizes, and how the run ended
+  image.png          the prepared 100x100 image; thumbnail.png its 10x10 thumbnail
+  metrics.jsonl      one line per epoch: train/val loss (MATLAB's) and MSE, seconds
+  checkpoints/latest the newest state (every `checkpoint_every` epochs and at the end)
+  checkpoints/best   the state with the lowest val loss
+  loss_curve.png     train and val loss per epoch (as the paper's Fig. 4)
+  val_grid.png       validation outputs of the best net (top row) above their
+                     targets (bottom row), as the paper's Fig. 5
+
+Rerunning the same command after a kill resumes from checkpoints/latest; because the
+keys are derived from the seed and the epoch number, the result is the same as an
+uninterrupted run's. Orbax writes each checkpoint to a temporary folder and renames it
+when complete, so a kill never leaves a broken checkpoint behind.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+from absl import logging
+from PIL import Image
+
+import singleseg_jax as ss
+from singleseg_jax.fit import FitOptions, FitState, TrainingDiverged, fit, fixed_data, init_state
+from experiments import figures
+
+#: Config fields that may change between a run and its resumption.
+MUTABLE_FIELDS = ("num_epochs", "checkpoint_every", "num_grid")
+NET_SIDE, NET_INPUT_SIDE = 100, 10
+
+
+def fit_options(config: ml_collections.ConfigDict) -> FitOptions:
+  """The library's options from a config; raises InputError on bad values."""
+  if config.size != NET_SIDE or ss.image.thumbnail_size(config.size, config.scale) != NET_INPUT_SIDE:
+    raise ss.InputError(f"the paper's net maps {NET_INPUT_SIDE}x{NET_INPUT_SIDE} to "
+                        f"{NET_SIDE}x{NET_SIDE}: use size={NET_SIDE}, scale=0.1")
+  fields = FitOptions.__dataclass_fields__
+  try:
+    return FitOptions(**{k: config[k] for k in fields})
+  except KeyError as e:
+    raise ss.InputError(f"config lacks field {e}") from None
+
+
+def prepare(config) -> tuple[np.ndarray, ss.PreparedImage]:
+  """Loads and prepares the run's photo; returns (original, prepared)."""
+  original = ss.load_image(config.image)
+  return original, ss.prepare_image(original, config.size, config.scale, config.crop)
+
+
+def _managers(workdir: str):
+  opts = dict(max_to_keep=1, create=True, enable_async_checkpointing=False)
+  root = os.path.join(os.path.abspath(workdir), "checkpoints")
+  return (ocp.CheckpointManager(os.path.join(root, "latest"),
+                                options=ocp.CheckpointManagerOptions(**opts)),
+          ocp.CheckpointManager(os.path.join(root, "best"),
+                                options=ocp.CheckpointManagerOptions(**opts)))
+
+
+def _save(manager, state: FitState):
+  meta = {"epoch": state.epoch, "plateau": list(state.plateau)}
+  manager.save(state.epoch, args=ocp.args.Composite(
+      state=ocp.args.StandardSave({"params": state.train.params,
+                                   "opt_state": state.train.opt_state,
+                                   "step": state.train.step}),
+      meta=ocp.args.JsonSave(meta)), force=True)
+  manager.wait_until_finished()
+
+
+def _restore(manager, template: ss.TrainState, step: int | None = None):
+  step = manager.latest_step() if step is None else step
+  target = {"params": template.params, "opt_state": template.opt_state, "step": template.step}
+  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+  got = manager.restore(step, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+  s = got["state"]
+  train = template.replace(params=s["params"], opt_state=s["opt_state"], step=s["step"])
+  meta = got["meta"]
+  return FitState(train, ss.train.PlateauState(*meta["plateau"]), meta["epoch"]), meta
+
+
+def _check_same_run(workdir: str, config) -> None:
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    old = json.load(f)
+  new = json.loads(config.to_json_best_effort())
+  diff = sorted(k for k in set(old) | set(new)
+                if k not in MUTABLE_FIELDS and old.get(k) != new.get(k))
+  if diff:
+    raise ss.InputError(f"{workdir} holds a run with a different config ({', '.join(diff)}); "
+                        "use a new --workdir")
+
+
+def _truncate_metrics(path: str, epochs: int) -> list[dict]:
+  rows = []
+  if os.path.exists(path):
+    with open(path) as f:
+      rows = [json.loads(line) for line in f if line.strip()]
+  rows = [r for r in rows if r["epoch"] <= epochs]
+  with open(path, "w") as f:
+    f.writelines(json.dumps(r) + "\n" for r in rows)
+  return rows
+
+
+class _Progress:
+  """Epoch progress in the log: losses, seconds per epoch and ETA."""
+
+  def __init__(self, total: int, start: int):
+    self.total, self.start, self.t0 = total, start, time.perf_counter()
+
+  def __call__(self, record: dict) -> None:
+    done = record["epoch"] - self.start
+    per = (time.perf_counter() - self.t0) / max(done, 1)
+    eta = per * (self.total - record["epoch"])
+    logging.info("epoch %d/%d  train %.4g  val %.4g  (val mse %.5f)  %.2f s/epoch  ETA %s "
+                 "(at most; the plateau rule may stop sooner)", record["epoch"], self.total,
+                 record["train_loss"], record["val_loss"], record["val_mse"], per,
+                 time.strftime("%H:%M:%S", time.gmtime(eta)))
+
+
+def load_run(workdir: str, which: str = "best"):
+  """(config, TrainState, prepared image as uint8, run.json dict) of a finished or
+  running run; raises InputError with a one-line reason if anything is missing."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.isdir(workdir):
+    raise ss.InputError(f"workdir not found: {workdir}")
+  if not os.path.exists(path):
+    raise ss.InputError(f"{workdir} is not a run directory (no config.json)")
+  with open(path) as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  with open(os.path.join(workdir, "run.json")) as f:
+    info = json.load(f)
+  latest, best = _managers(workdir)
+  manager = best if which == "best" and best.latest_step() is not None else latest
+  if manager.latest_step() is None:
+    raise ss.InputError(f"{workdir} has no checkpoint yet")
+  template = init_state(jax.random.key(config.seed), fit_options(config))
+  state, _ = _restore(manager, template)
+  image = np.asarray(Image.open(os.path.join(workdir, "image.png")).convert("RGB"))
+  return config, state.train, image, info
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Fits the config's net to its image in `workdir` (resuming if it holds a run)."""
+  options = fit_options(config)
+  original, prep = prepare(config)
+  os.makedirs(workdir, exist_ok=True)
+  _check_same_run(workdir, config)
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    f.write(config.to_json_best_effort(indent=2))
+  Image.fromarray(prep.image).save(os.path.join(workdir, "image.png"))
+  Image.fromarray(prep.thumbnail).save(os.path.join(workdir, "thumbnail.png"))
+  info_path = os.path.join(workdir, "run.json")
+  info = {"image": os.path.abspath(config.image), "original_hw": list(original.shape[:2]),
+          "crop_box": list(prep.crop_box), "device": str(jax.devices()[0].device_kind),
+          "params": None, "stopped": None}
+
+  key = jax.random.key(config.seed)
+  latest, best = _managers(workdir)
+  template = init_state(key, options)
+  info["params"] = ss.count_params(template.model())
+  resume = None
+  if latest.latest_step() is not None:
+    resume, _ = _restore(latest, template)
+    logging.info("resuming %s from epoch %d", workdir, resume.epoch)
+  metrics_path = os.path.join(workdir, "metrics.jsonl")
+  history = _truncate_metrics(metrics_path, resume.epoch if resume else 0)
+
+  progress = _Progress(options.num_epochs, resume.epoch if resume else 0)
+  metrics_file = open(metrics_path, "a")
+  t_epoch = [time.perf_counter()]
+  last = [resume]
+
+  def on_epoch(state: FitState, record: dict) -> None:
+    record["seconds"] = round(time.perf_counter() - t_epoch[0], 3)
+    t_epoch[0] = time.perf_counter()
+    metrics_file.write(json.dumps(record) + "\n")
+    metrics_file.flush()
+    history.append(record)
+    progress(record)
+    if state.plateau.best_epoch == state.plateau.epoch:
+      _save(best, state)
+    if state.epoch % config.checkpoint_every == 0:
+      _save(latest, state)
+    last[0] = state
+
+  t0 = time.perf_counter()
+  try:
+    state, stop_reason = fit(key, prep.image, options, resume=resume, on_epoch=on_epoch)
+  except TrainingDiverged as e:
+    raise ss.InputError(f"training diverged ({e}); the last good checkpoints are kept in "
+                        f"{workdir}/checkpoints; try a lower learning_rate") from None
+  except KeyboardInterrupt:
+    if last[0] is not None and last[0].epoch != latest.latest_step():
+      _save(latest, last[0])
+    raise
+  finally:
+    metrics_file.close()
+  if latest.latest_step() != state.epoch:
+    _save(latest, state)
+  info["train_seconds"] = round(time.perf_counter() - t0, 2)
+  logging.info("stopped after %d epochs: %s", state.epoch, stop_reason)
+
+  info["stopped"] = stop_reason
+  info["epochs"] = state.epoch
+  info["best_epoch"] = state.plateau.best_epoch + 1
+  info["best_val_loss"] = state.plateau.best
+  with open(info_path, "w") as f:
+    json.dump(info, f, indent=2)
+
+  best_state, _ = _restore(best, template)
+  _, val = fixed_data(key, prep.image, options)
+  figures.loss_curve(history, os.path.join(workdir, "loss_curve.png"))
+  n = min(config.num_grid, len(val))
+  preds = np.asarray(best_state.train.apply(val.inputs[:n]))
+  targets = np.asarray(val.targets[:n])
+  figures.image_grid([[p, t] for p, t in zip(preds, targets)],  # top: output, bottom: target
+                     os.path.join(workdir, "val_grid.png"))
+  return info

@@ -1,0 +1,120 @@
+"""Fitting a net to one image: data, model, epochs and the convergence rule together.
+
+Every random choice comes from one key: `fold_in(key, 0)` initialises the model,
+`fold_in(key, 1)` makes the fixed pair set, and epoch `e` shuffles with
+`fold_in(fold_in(key, 2), e)` (and, with `fresh_data`, draws new training pairs from
+`fold_in(fold_in(key, 3), e)`). So a run restarted at epoch `e` from its saved state
+continues exactly as the uninterrupted one.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from singleseg_jax.data import Dataset, make_dataset, make_pairs
+from singleseg_jax.errors import InputError
+from singleseg_jax.model import Upsampler
+from singleseg_jax.train import (Plateau, PlateauState, TrainState, evaluate, make_optimizer,
+                                 num_batches, train_epoch)
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+@dataclasses.dataclass(frozen=True)
+class FitOptions:
+  """The knobs of one fit; defaults are the seed's cat/dog run."""
+  in_channels: int = 256
+  width: float = 1.0
+  num_samples: int = 1000
+  train_fraction: float = 0.75
+  batch_size: int = 50
+  num_epochs: int = 500
+  learning_rate: float = 1e-3
+  l2: float = 1e-4
+  patience: int = 25
+  rel_tol: float = 1e-3
+  fresh_data: bool = False
+  dtype: str = "float32"
+
+  def __post_init__(self):
+    if self.dtype not in DTYPES:
+      raise InputError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
+    if not isinstance(self.num_epochs, int) or self.num_epochs < 1:
+      raise InputError(f"num_epochs must be a positive integer, got {self.num_epochs!r}")
+    Plateau(self.patience, self.rel_tol)  # validates both
+
+
+class FitState(NamedTuple):
+  """What a checkpoint must hold to continue a fit."""
+  train: TrainState
+  plateau: PlateauState
+  epoch: int  # epochs completed
+
+
+class TrainingDiverged(RuntimeError):
+  """The loss became NaN or infinite."""
+
+
+def model_key(key):
+  return jax.random.fold_in(key, 0)
+
+
+def init_state(key: jax.Array, options: FitOptions) -> TrainState:
+  """A fresh model and optimiser for `options`."""
+  model = Upsampler(options.in_channels, options.width, dtype=DTYPES[options.dtype],
+                    rngs=nnx.Rngs(params=model_key(key)))
+  return TrainState.create(model, make_optimizer(options.learning_rate, options.l2))
+
+
+def fixed_data(key: jax.Array, image, options: FitOptions) -> tuple[Dataset, Dataset]:
+  """The seed's fixed pair set (train, val) for `image` ((S, S, 3) uint8)."""
+  train, val = make_dataset(jax.random.fold_in(key, 1), image, options.num_samples,
+                            options.in_channels, options.train_fraction)
+  num_batches(len(train), options.batch_size)  # validates batch_size early
+  return train, val
+
+
+def fit(key: jax.Array, image, options: FitOptions, *, resume: Optional[FitState] = None,
+        on_epoch: Optional[Callable[[FitState, dict], None]] = None) -> tuple[FitState, str]:
+  """Trains until convergence or `num_epochs`; returns the final state and why it stopped.
+
+  `on_epoch(state, record)` runs after every epoch (for logging and checkpoints); the
+  record holds the epoch's mean train loss/MSE and the val loss/MSE.
+  Raises `TrainingDiverged` (the state passed to the last `on_epoch` is the last good
+  one) if the training loss stops being finite.
+  """
+  train, val = fixed_data(key, image, options)
+  rule = Plateau(options.patience, options.rel_tol)
+  state = resume or FitState(init_state(key, options), rule.init(), 0)
+  image_f = jnp.asarray(image, jnp.float32)
+  n_train = len(train)
+  if rule.converged(state.plateau):
+    return state, _converged_reason(options)
+  for epoch in range(state.epoch, options.num_epochs):
+    if options.fresh_data:
+      train = make_pairs(jax.random.fold_in(jax.random.fold_in(key, 3), epoch), image_f,
+                         n_train, options.in_channels)
+    shuffle = jax.random.fold_in(jax.random.fold_in(key, 2), epoch)
+    ts, m = train_epoch(state.train, train, shuffle, batch_size=options.batch_size)
+    v = evaluate(ts, val, batch_size=options.batch_size)
+    record = {"epoch": epoch + 1, "train_loss": float(m["loss"]), "train_mse": float(m["mse"]),
+              "val_loss": float(v["loss"]), "val_mse": float(v["mse"])}
+    if not all(math.isfinite(x) for x in record.values()):
+      raise TrainingDiverged(f"loss is not finite at epoch {epoch + 1}: {record}")
+    plateau, converged = rule.update(state.plateau, record["val_loss"])
+    state = FitState(ts, plateau, epoch + 1)
+    if on_epoch is not None:
+      on_epoch(state, record)
+    if converged:
+      return state, _converged_reason(options)
+  return state, f"reached num_epochs={options.num_epochs}"
+
+
+def _converged_reason(options: FitOptions) -> str:
+  return (f"converged: val loss did not improve by {options.rel_tol:g} (relative) "
+          f"for {options.patience} epochs")
