@@ -80,17 +80,16 @@ def _load_json(path: str) -> list:
     raise ss.InputError(f"cannot read outline {path}: {e}") from None
   if isinstance(data, dict):
     data = data.get("polygons", data.get("polygon"))
+  nested = isinstance(data, list) and data and all(
+      isinstance(p, list) and p and isinstance(p[0], list) for p in data)
+  polygons = data if nested else [data]
   try:
-    arr = np.asarray(data, np.float64)
+    polygons = [np.asarray(p, np.float64) for p in polygons]
   except (TypeError, ValueError):
-    raise ss.InputError(f"{path}: polygons must be lists of [x, y] points") from None
-  if arr.ndim == 2:
-    return [arr]
-  if arr.ndim == 3:
-    return list(arr)
-  if isinstance(data, list) and data and all(isinstance(p, list) for p in data):
-    return [np.asarray(p, np.float64) for p in data]  # ragged list of polygons
-  raise ss.InputError(f"{path}: expected [[x, y], ...] or a list of such polygons")
+    polygons = []
+  if not polygons or any(p.ndim != 2 or p.shape[1] != 2 for p in polygons):
+    raise ss.InputError(f"{path}: expected [[x, y], ...] or a list of such polygons")
+  return polygons
 
 
 def _mask_png(path: str, info: dict) -> np.ndarray:

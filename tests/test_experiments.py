@@ -1,0 +1,191 @@
+"""The experiment entry points end to end with the runlocal config."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+import singleseg_jax as ss
+from experiments import train
+from experiments.configs import runlocal
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _config(image_path, **overrides):
+  config = runlocal.get_config()
+  config.image = str(image_path)
+  for k, v in overrides.items():
+    config[k] = v
+  return config
+
+
+def _cli(module, *args, timeout=240):
+  env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+  return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def photo_path(tmp_path_factory, photo):
+  path = tmp_path_factory.mktemp("img") / "photo.png"
+  Image.fromarray(photo).save(path)
+  return path
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, photo_path):
+  workdir = str(tmp_path_factory.mktemp("run") / "w")
+  train.train_and_evaluate(_config(photo_path), workdir)
+  return workdir
+
+
+def _params(workdir, which="latest"):
+  _, state, _, _ = train.load_run(workdir, which)
+  return jax.tree.leaves(state.params)
+
+
+def test_runlocal_writes_valid_files(run_dir):
+  for name in ("config.json", "run.json", "image.png", "thumbnail.png", "metrics.jsonl",
+               "loss_curve.png", "val_grid.png"):
+    assert os.path.exists(os.path.join(run_dir, name)), name
+  rows = [json.loads(l) for l in open(os.path.join(run_dir, "metrics.jsonl"))]
+  assert [r["epoch"] for r in rows] == [1, 2, 3]
+  assert all(np.isfinite(r["val_loss"]) and r["val_mse"] < 1 for r in rows)
+  info = json.load(open(os.path.join(run_dir, "run.json")))
+  assert info["epochs"] == 3 and info["stopped"].startswith("reached")
+  assert Image.open(os.path.join(run_dir, "image.png")).size == (100, 100)
+  assert Image.open(os.path.join(run_dir, "loss_curve.png")).format == "PNG"
+  config, state, image, _ = train.load_run(run_dir)
+  assert config.in_channels == 8 and image.shape == (100, 100, 3)
+  assert int(state.step) == 9  # 30 train pairs / batch 10 = 3 updates x 3 epochs
+  assert os.path.isdir(os.path.join(run_dir, "checkpoints", "best"))
+
+
+def test_rerun_of_finished_run_changes_nothing(run_dir, photo_path):
+  before = _params(run_dir)
+  train.train_and_evaluate(_config(photo_path), run_dir)
+  rows = open(os.path.join(run_dir, "metrics.jsonl")).read().splitlines()
+  assert len(rows) == 3
+  for a, b in zip(before, _params(run_dir)):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_resume_equals_uninterrupted(tmp_path, photo_path, run_dir):
+  # Stop after 2 epochs (as a kill after the epoch-2 checkpoint would), then resume.
+  work = str(tmp_path / "w")
+  train.train_and_evaluate(_config(photo_path, num_epochs=2), work)
+  info = train.train_and_evaluate(_config(photo_path), work)
+  assert info["epochs"] == 3
+  for a, b in zip(_params(run_dir), _params(work)):
+    np.testing.assert_array_equal(a, b)
+  rows = [json.loads(l) for l in open(os.path.join(work, "metrics.jsonl"))]
+  ref = [json.loads(l) for l in open(os.path.join(run_dir, "metrics.jsonl"))]
+  assert [r["val_loss"] for r in rows] == [r["val_loss"] for r in ref]
+
+
+def test_sigkill_then_rerun_resumes_to_the_same_result(tmp_path, photo_path):
+  args = ["--config=experiments/configs/runlocal.py", f"--config.image={photo_path}",
+          "--config.num_epochs=8"]
+  ref_dir, work = str(tmp_path / "ref"), str(tmp_path / "killed")
+  env = dict(os.environ, PYTHONPATH=ROOT)
+  proc = subprocess.Popen([sys.executable, "-m", "experiments.main", *args, f"--workdir={work}"],
+                          cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  metrics = os.path.join(work, "metrics.jsonl")
+  deadline = time.time() + 180
+  while time.time() < deadline and proc.poll() is None:
+    if os.path.exists(metrics) and len(open(metrics).read().splitlines()) >= 3:
+      break
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  done = _cli("experiments.main", *args, f"--workdir={work}")
+  assert done.returncode == 0, done.stderr[-2000:]
+  ref = _cli("experiments.main", *args, f"--workdir={ref_dir}")
+  assert ref.returncode == 0, ref.stderr[-2000:]
+  for a, b in zip(_params(ref_dir), _params(work)):
+    np.testing.assert_array_equal(a, b)
+  assert len(open(metrics).read().splitlines()) == 8
+
+
+def test_config_overrides_and_bad_values(tmp_path, photo_path):
+  out = _cli("experiments.main", "--config=experiments/configs/runlocal.py",
+             f"--config.image={photo_path}", "--config.num_epochs=1", "--config.width=0.25",
+             f"--workdir={tmp_path / 'o'}")
+  assert out.returncode == 0, out.stderr[-2000:]
+  saved = json.load(open(tmp_path / "o" / "config.json"))
+  assert saved["num_epochs"] == 1 and saved["width"] == 0.25
+  bad = _cli("experiments.main", "--config=experiments/configs/runlocal.py",
+             f"--config.image={photo_path}", "--config.batch_size=1000",
+             f"--workdir={tmp_path / 'b'}")
+  assert bad.returncode == 2
+  assert bad.stderr.strip().splitlines()[-1].startswith("error: batch_size 1000")
+  missing = _cli("experiments.main", "--config=experiments/configs/runlocal.py",
+                 "--config.image=/nonexistent.jpg", f"--workdir={tmp_path / 'm'}")
+  assert missing.returncode == 2 and "image not found" in missing.stderr.splitlines()[-1]
+
+
+def test_changed_config_in_same_workdir_is_refused(run_dir, photo_path):
+  with pytest.raises(ss.InputError, match="different config"):
+    train.train_and_evaluate(_config(photo_path, width=0.25), run_dir)
+
+
+def test_segment_polygon_mask_and_box(run_dir, tmp_path, photo_path):
+  poly = tmp_path / "p.json"
+  poly.write_text(json.dumps([[[10, 10], [60, 12], [55, 70], [12, 65]],
+                              [[30, 30], [90, 30], [90, 90]]]))
+  mask = np.zeros((120, 160), np.uint8); mask[20:90, 10:80] = 255  # original frame
+  Image.fromarray(mask).save(tmp_path / "m.png")
+  out = tmp_path / "seg"
+  res = _cli("experiments.segment", f"--workdir={run_dir}", f"--outline={poly}",
+             f"--outline={tmp_path / 'm.png'}", "--box=20,20,80,80", f"--out={out}")
+  assert res.returncode == 0, res.stderr[-2000:]
+  for k in range(4):
+    row = Image.open(out / f"row_{k}.png")
+    assert row.size == (600, 200)
+    assert Image.open(out / f"mask_{k}.png").size == (100, 100)
+    cut = Image.open(out / f"cutout_{k}.png")
+    assert cut.mode == "RGBA" and cut.size == (100, 100)
+    full = Image.open(out / f"cutout_{k}_full.png")
+    assert full.mode == "RGBA" and full.size == (120, 120)  # the 120x120 top-left crop
+  # An original-frame box maps into the crop.
+  res = _cli("experiments.segment", f"--workdir={run_dir}", "--frame=original",
+             "--box=12,12,96,96", f"--out={tmp_path / 'seg2'}")
+  assert res.returncode == 0, res.stderr[-2000:]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--box=10,10,200,50"], "outside the 100x100"),
+    (["--box=50,50,10,10"], "x0 < x1"),
+    (["--outline=/nope.json"], "cannot read outline"),
+    (["--outline=BAD_JSON"], "expected"),
+    (["--outline=DEGENERATE"], "degenerate"),
+    (["--frame=original", "--box=0,0,150,50"], "outside the cropped square"),
+    ([], "at least one"),
+])
+def test_segment_bad_input_is_one_line_and_writes_nothing(run_dir, tmp_path, args, message):
+  (tmp_path / "bad.json").write_text(json.dumps({"polygon": "nope"}))
+  (tmp_path / "deg.json").write_text(json.dumps([[1, 1], [5, 5], [9, 9]]))
+  args = [a.replace("BAD_JSON", str(tmp_path / "bad.json"))
+           .replace("DEGENERATE", str(tmp_path / "deg.json")) for a in args]
+  out = tmp_path / "never"
+  res = _cli("experiments.segment", f"--workdir={run_dir}", f"--out={out}", *args)
+  assert res.returncode == 2
+  last = res.stderr.strip().splitlines()[-1]
+  assert last.startswith("error:") and message in last, res.stderr[-1500:]
+  assert "Traceback" not in res.stderr
+  assert not out.exists()
+
+
+def test_segment_missing_workdir_or_checkpoint(tmp_path):
+  res = _cli("experiments.segment", f"--workdir={tmp_path / 'none'}", "--box=1,1,50,50")
+  assert res.returncode == 2 and "workdir not found" in res.stderr
+  (tmp_path / "empty").mkdir()
+  res = _cli("experiments.segment", f"--workdir={tmp_path / 'empty'}", "--box=1,1,50,50")
+  assert res.returncode == 2 and "not a run directory" in res.stderr
