@@ -1,0 +1,51 @@
+"""Draw a sloppy outline in the browser, get the cut-out.
+
+  python -m experiments.serve --workdir=runs/cat              # a fitted run
+  python -m experiments.serve --image=photo.jpg               # fit first (demo config),
+                                                               # saved to runs/photo
+Then open the printed address. Listens on 127.0.0.1 unless --host says otherwise.
+"""
+import os
+
+from absl import flags, logging
+from ml_collections import config_flags
+
+from experiments import cli, server
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("workdir", None, "Run directory (fitted, or where to fit --image).")
+flags.DEFINE_string("image", None, "A photo to fit first (then --config applies).")
+config_flags.DEFINE_config_file("config", os.path.join(os.path.dirname(__file__), "configs",
+                                                       "demo.py"),
+                                "Config for fitting --image (default: the short demo fit).")
+flags.DEFINE_string("host", "127.0.0.1", "Address to listen on (loopback by default).")
+flags.DEFINE_integer("port", 8000, "Port (0 picks a free one).")
+
+
+def main(argv):
+  del argv
+  if FLAGS.image is None and FLAGS.workdir is None:
+    raise cli.InputError("give --workdir (a fitted run) or --image (a photo to fit)")
+  config = None
+  workdir = FLAGS.workdir
+  if FLAGS.image is not None:
+    config = FLAGS.config
+    config.image = FLAGS.image
+    workdir = workdir or os.path.join("runs", os.path.splitext(os.path.basename(FLAGS.image))[0])
+  app = server.App(workdir, config)
+  app.start()
+  httpd = server.make_server(app, FLAGS.host, FLAGS.port)
+  if FLAGS.host not in ("127.0.0.1", "localhost", "::1"):
+    logging.warning("listening on %s: anyone who can reach it can use the server", FLAGS.host)
+  host, port = httpd.server_address[:2]
+  print(f"serving {workdir} at http://{host}:{port}/  (Ctrl-C to stop)", flush=True)
+  try:
+    httpd.serve_forever()
+  except KeyboardInterrupt:
+    pass
+  finally:
+    httpd.server_close()
+
+
+if __name__ == "__main__":
+  cli.run(main)

@@ -1,0 +1,193 @@
+"""The drawing page's HTTP API (standard library only), separate from its entry point.
+
+Routes (everything else is 404; nothing is ever read from a path the client names):
+  GET  /                 the page; /static/app.js and /static/style.css its code
+  GET  /api/status       {"state": "training"|"ready"|"error", epochs, history, eta_s, ...}
+  GET  /api/image.png    the 100x100 image;  GET /api/thumbnail.png  its 10x10 thumbnail
+  POST /api/segment      {"polygon": [[x, y], ...]} in the 100x100 frame ->
+                         {"row", "input", "output", "mask", "cutout"} as PNG data URLs
+Bad requests get 4xx with {"error": "..."}: bodies over MAX_BODY bytes (413), bad JSON
+or polygons (400), segmentation before the net is ready (409).
+"""
+from __future__ import annotations
+
+import base64
+import http.server
+import io
+import json
+import os
+import threading
+import time
+import traceback
+from typing import Optional
+
+import jax
+import numpy as np
+from absl import logging
+from PIL import Image
+
+import singleseg_jax as ss
+from experiments import cutouts
+from experiments import train
+
+STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
+STATIC_FILES = {"/": ("index.html", "text/html; charset=utf-8"),
+                "/static/app.js": ("app.js", "text/javascript; charset=utf-8"),
+                "/static/style.css": ("style.css", "text/css; charset=utf-8")}
+MAX_BODY = 256 * 1024
+MAX_POINTS = 5000
+SIDE = 100
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+  buf = io.BytesIO()
+  Image.fromarray(array).save(buf, format="PNG")
+  return buf.getvalue()
+
+
+def data_url(array: np.ndarray) -> str:
+  return "data:image/png;base64," + base64.b64encode(png_bytes(array)).decode()
+
+
+def parse_polygon(body: bytes) -> np.ndarray:
+  """The request's polygon as (K, 2) floats in [0, 100]; InputError if unusable."""
+  try:
+    data = json.loads(body)
+  except (ValueError, UnicodeDecodeError):
+    raise ss.InputError("body is not JSON") from None
+  points = data.get("polygon") if isinstance(data, dict) else None
+  if not isinstance(points, list) or not 3 <= len(points) <= MAX_POINTS:
+    raise ss.InputError(f"'polygon' must be a list of 3 to {MAX_POINTS} [x, y] points")
+  try:
+    arr = np.asarray(points, np.float64)
+  except (TypeError, ValueError):
+    raise ss.InputError("polygon points must be [x, y] numbers") from None
+  if arr.ndim != 2 or arr.shape[1] != 2 or not np.isfinite(arr).all():
+    raise ss.InputError("polygon points must be [x, y] numbers")
+  if (arr < 0).any() or (arr > SIDE).any():
+    raise ss.InputError(f"polygon points must lie in the {SIDE}x{SIDE} frame")
+  return arr
+
+
+class App:
+  """One image's session: trains (if asked) in a thread, then serves segmentations."""
+
+  def __init__(self, workdir: str, config=None):
+    self.workdir = workdir
+    self.config = config
+    self.state = "training" if config is not None else "loading"
+    self.error: Optional[str] = None
+    self.lock = threading.Lock()
+    self.model = self.image = self.thumbnail = None
+    self.started = time.time()
+    self.requests = 0
+
+  def start(self) -> None:
+    """Loads the run, or fits it first in a background thread."""
+    if self.config is None:
+      self._load()
+    else:
+      threading.Thread(target=self._train, daemon=True).start()
+
+  def _train(self) -> None:
+    try:
+      train.train_and_evaluate(self.config, self.workdir)
+      self._load()
+    except ss.InputError as e:
+      self.state, self.error = "error", str(e)
+    except Exception as e:  # surfaced on the page; the log keeps the traceback
+      logging.error("training failed: %s", traceback.format_exc())
+      self.state, self.error = "error", f"training failed: {e}"
+
+  def _load(self) -> None:
+    config, state, image, _ = train.load_run(self.workdir)
+    self.config, self.model, self.image = config, state, image
+    self.thumbnail = np.asarray(Image.open(os.path.join(self.workdir, "thumbnail.png")).convert("RGB"))
+    self.state = "ready"
+
+  def status(self) -> dict:
+    history = []
+    path = os.path.join(self.workdir, "metrics.jsonl")
+    if os.path.exists(path):
+      with open(path) as f:
+        for line in f:
+          try:
+            history.append(json.loads(line))
+          except ValueError:
+            break  # a line being written
+    total = self.config.num_epochs if self.config is not None else None
+    secs = [r.get("seconds", 0) for r in history[-10:]]
+    eta = (sum(secs) / len(secs)) * (total - len(history)) if secs and total else None
+    return {"state": self.state, "error": self.error, "epoch": len(history),
+            "num_epochs": total, "eta_s": eta if self.state == "training" else 0,
+            "history": [{"epoch": r["epoch"], "train_loss": r["train_loss"],
+                         "val_loss": r["val_loss"]} for r in history]}
+
+  def segment(self, polygon: np.ndarray) -> dict:
+    outline = ss.polygon_mask(polygon, SIDE, SIDE)
+    with self.lock:
+      self.requests += 1
+      key = jax.random.key(self.requests)
+      res = ss.segment(self.model, self.image, outline, key)
+    batched = ss.Segmentation(*(a[None] for a in res))
+    r = cutouts.render(self.image, outline, batched, 0, zoom=1)
+    return {"row": data_url(r.row), "mask": data_url(r.mask), "cutout": data_url(r.cutout),
+            "coverage": float(res.mask.mean())}
+
+
+def make_handler(app: App):
+  class Handler(http.server.BaseHTTPRequestHandler):
+    server_version = "singleseg"
+
+    def log_message(self, fmt, *args):
+      logging.info("%s %s", self.address_string(), fmt % args)
+
+    def _send(self, code: int, body: bytes, ctype: str) -> None:
+      self.send_response(code)
+      self.send_header("Content-Type", ctype)
+      self.send_header("Content-Length", str(len(body)))
+      self.send_header("Cache-Control", "no-store")
+      self.send_header("X-Content-Type-Options", "nosniff")
+      self.end_headers()
+      self.wfile.write(body)
+
+    def _json(self, code: int, obj) -> None:
+      self._send(code, json.dumps(obj).encode(), "application/json")
+
+    def do_GET(self):
+      path = self.path.split("?", 1)[0]
+      if path in STATIC_FILES:
+        name, ctype = STATIC_FILES[path]
+        with open(os.path.join(STATIC_DIR, name), "rb") as f:
+          return self._send(200, f.read(), ctype)
+      if path == "/api/status":
+        return self._json(200, app.status())
+      if path in ("/api/image.png", "/api/thumbnail.png"):
+        img = app.image if path == "/api/image.png" else app.thumbnail
+        if img is None:
+          return self._json(409, {"error": "the net is not ready yet"})
+        return self._send(200, png_bytes(img), "image/png")
+      return self._json(404, {"error": "not found"})
+
+    def do_POST(self):
+      if self.path != "/api/segment":
+        return self._json(404, {"error": "not found"})
+      try:
+        length = int(self.headers.get("Content-Length", ""))
+      except ValueError:
+        return self._json(411, {"error": "Content-Length required"})
+      if length < 0 or length > MAX_BODY:
+        return self._json(413, {"error": f"body larger than {MAX_BODY} bytes"})
+      body = self.rfile.read(length)
+      if app.state != "ready":
+        return self._json(409, {"error": f"the net is not ready ({app.state})"})
+      try:
+        return self._json(200, app.segment(parse_polygon(body)))
+      except ss.InputError as e:
+        return self._json(400, {"error": str(e)})
+
+  return Handler
+
+
+def make_server(app: App, host: str = "127.0.0.1", port: int = 8000):
+  return http.server.ThreadingHTTPServer((host, port), make_handler(app))
