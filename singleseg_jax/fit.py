@@ -19,8 +19,8 @@ from flax import nnx
 from singleseg_jax.data import Dataset, make_dataset, make_pairs
 from singleseg_jax.errors import InputError
 from singleseg_jax.model import Upsampler
-from singleseg_jax.train import (Plateau, PlateauState, TrainState, evaluate, make_optimizer,
-                                 num_batches, train_epoch)
+from singleseg_jax.train import (Plateau, PlateauState, TrainState, epoch_update, evaluate,
+                                 evaluate_loss, make_optimizer, num_batches, train_epoch)
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -118,3 +118,77 @@ def fit(key: jax.Array, image, options: FitOptions, *, resume: Optional[FitState
 def _converged_reason(options: FitOptions) -> str:
   return (f"converged: val loss did not improve by {options.rel_tol:g} (relative) "
           f"for {options.patience} epochs")
+
+
+def _stack(trees):
+  return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def stack_states(states: list[TrainState]) -> TrainState:
+  """One TrainState whose arrays have a leading axis over `states` (for jax.vmap)."""
+  return states[0].replace(step=_stack([s.step for s in states]),
+                           params=_stack([s.params for s in states]),
+                           opt_state=_stack([s.opt_state for s in states]))
+
+
+def fit_seeds(keys, image, options: FitOptions,
+              on_epoch: Optional[Callable[[int, FitState, dict], None]] = None
+              ) -> tuple[list[FitState], list[str]]:
+  """Fits one net per key, all together: params stacked and the epoch `jax.vmap`-ed.
+
+  Each net sees exactly the data, shuffles and stopping epoch that `fit(key, ...)`
+  would give it: a net that has converged is frozen (its update is discarded) while the
+  others go on, and the loop ends when all have stopped. `on_epoch(i, state, record)`
+  runs for every net still training. Returns the per-key final states and reasons.
+  """
+  keys = list(keys)
+  if not keys:
+    raise InputError("fit_seeds needs at least one key")
+  rule = Plateau(options.patience, options.rel_tol)
+  inits = [init_state(k, options) for k in keys]
+  data = [fixed_data(k, image, options) for k in keys]
+  template = inits[0]
+  ts = stack_states(inits)
+  train = _stack([d[0] for d in data])
+  val = _stack([d[1] for d in data])
+  bs = options.batch_size
+  step = jax.jit(jax.vmap(lambda st, d, k: epoch_update(st, d, k, batch_size=bs)))
+  score = jax.jit(jax.vmap(lambda st, d: evaluate_loss(st, d, batch_size=bs)))
+  fresh = jax.jit(jax.vmap(lambda k: make_pairs(k, jnp.asarray(image, jnp.float32),
+                                                len(data[0][0]), options.in_channels)))
+  plateaus = [rule.init() for _ in keys]
+  done = [False] * len(keys)
+  reasons = [f"reached num_epochs={options.num_epochs}"] * len(keys)
+  epochs = [0] * len(keys)
+  for epoch in range(options.num_epochs):
+    if options.fresh_data:
+      train = fresh(jnp.stack([jax.random.fold_in(jax.random.fold_in(k, 3), epoch) for k in keys]))
+    shuffle = jnp.stack([jax.random.fold_in(jax.random.fold_in(k, 2), epoch) for k in keys])
+    new, m = step(ts, train, shuffle)
+    v = score(new, val)
+    frozen = jnp.asarray(done)
+    ts = jax.tree.map(lambda old, upd: jnp.where(
+        frozen.reshape((-1,) + (1,) * (upd.ndim - 1)), old, upd), ts, new)
+    m, v = jax.device_get((m, v))
+    for i in range(len(keys)):
+      if done[i]:
+        continue
+      record = {"epoch": epoch + 1, "train_loss": float(m["loss"][i]),
+                "train_mse": float(m["mse"][i]), "val_loss": float(v["loss"][i]),
+                "val_mse": float(v["mse"][i])}
+      if not all(math.isfinite(x) for x in record.values()):
+        raise TrainingDiverged(f"seed {i}: loss is not finite at epoch {epoch + 1}")
+      plateaus[i], converged = rule.update(plateaus[i], record["val_loss"])
+      epochs[i] = epoch + 1
+      if on_epoch is not None:
+        on_epoch(i, FitState(None, plateaus[i], epochs[i]), record)
+      if converged:
+        done[i], reasons[i] = True, _converged_reason(options)
+    if all(done):
+      break
+  states = []
+  for i in range(len(keys)):
+    one = jax.tree.map(lambda a: a[i], (ts.step, ts.params, ts.opt_state))
+    states.append(FitState(template.replace(step=one[0], params=one[1], opt_state=one[2]),
+                           plateaus[i], epochs[i]))
+  return states, reasons

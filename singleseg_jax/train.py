@@ -9,7 +9,6 @@ over the batch. Per-pixel MSE is reported beside it.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Any, NamedTuple
 
 import flax.struct
@@ -106,9 +105,8 @@ def num_batches(num_samples: int, batch_size: int) -> int:
   return num_samples // batch_size
 
 
-@functools.partial(jax.jit, static_argnames=("batch_size",), donate_argnums=0)
-def train_epoch(state: TrainState, data: Dataset, key: jax.Array, *,
-                batch_size: int) -> tuple[TrainState, dict]:
+def epoch_update(state: TrainState, data: Dataset, key: jax.Array, *,
+                 batch_size: int) -> tuple[TrainState, dict]:
   """One shuffled pass over `data` (full batches), as a scan of `train_step`.
 
   Returns the new state and the mean of each metric over the epoch's updates.
@@ -125,8 +123,12 @@ def train_epoch(state: TrainState, data: Dataset, key: jax.Array, *,
   return state, jax.tree.map(jnp.mean, metrics)
 
 
-@functools.partial(jax.jit, static_argnames=("batch_size",))
-def evaluate(state: TrainState, data: Dataset, *, batch_size: int = 50) -> dict:
+#: `epoch_update`, jitted (the state is donated). vmap `epoch_update` itself to train
+#: several nets at once (see `fit.fit_seeds`).
+train_epoch = jax.jit(epoch_update, static_argnames=("batch_size",), donate_argnums=0)
+
+
+def evaluate_loss(state: TrainState, data: Dataset, *, batch_size: int = 50) -> dict:
   """Mean loss and MSE over all of `data`, in chunks of `batch_size` (last may be short)."""
   n = data.inputs.shape[0]
   total = {"loss": 0.0, "mse": 0.0}
@@ -137,6 +139,10 @@ def evaluate(state: TrainState, data: Dataset, *, batch_size: int = 50) -> dict:
     total["loss"] += 0.5 * jnp.sum(err * err)
     total["mse"] += jnp.sum(err * err) / err[0].size
   return {k: v / n for k, v in total.items()}
+
+
+#: `evaluate_loss`, jitted.
+evaluate = jax.jit(evaluate_loss, static_argnames=("batch_size",))
 
 
 class PlateauState(NamedTuple):

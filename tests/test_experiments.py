@@ -189,3 +189,17 @@ def test_segment_missing_workdir_or_checkpoint(tmp_path):
   (tmp_path / "empty").mkdir()
   res = _cli("experiments.segment", f"--workdir={tmp_path / 'empty'}", "--box=1,1,50,50")
   assert res.returncode == 2 and "not a run directory" in res.stderr
+
+
+def test_ablate_width_writes_parsable_outputs(tmp_path, photo_path):
+  import csv
+  res = _cli("experiments.ablate_width", "--config=experiments/configs/runlocal.py",
+             f"--config.image={photo_path}", "--config.num_epochs=2", "--widths=0.03125,0.0625",
+             "--seeds=2", f"--out={tmp_path}", "--compare_loop")
+  assert res.returncode == 0, res.stderr[-2000:]
+  rows = list(csv.DictReader(open(tmp_path / "ablation.csv")))
+  assert len(rows) == 4 and {r["width"] for r in rows} == {"0.03125", "0.0625"}
+  assert all(0 < float(r["best_val_mse"]) < 1 and r["in_channels"] in ("8", "16") for r in rows)
+  md = (tmp_path / "ablation.md").read_text()
+  assert "| 0.0625 | 16 |" in md and "vmapped" in md
+  assert Image.open(tmp_path / "ablation.png").format == "PNG"
