@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 import singleseg_jax as ss
-from experiments import train
+from experiments import cutouts, train
 from experiments.configs import runlocal
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -160,25 +160,38 @@ def test_segment_polygon_mask_and_box(run_dir, tmp_path, photo_path):
   assert res.returncode == 0, res.stderr[-2000:]
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--box=10,10,200,50"], "outside the 100x100"),
-    (["--box=50,50,10,10"], "x0 < x1"),
-    (["--outline=/nope.json"], "cannot read outline"),
-    (["--outline=BAD_JSON"], "expected"),
-    (["--outline=DEGENERATE"], "degenerate"),
-    (["--frame=original", "--box=0,0,150,50"], "outside the cropped square"),
-    ([], "at least one"),
+@pytest.mark.parametrize("outlines,boxes,frame,message", [
+    ([], ["10,10,200,50"], "net", "outside the 100x100"),
+    ([], ["50,50,10,10"], "net", "x0 < x1"),
+    ([], ["1,2,3"], "net", "x0,y0,x1,y1"),
+    (["/nope.json"], [], "net", "cannot read outline"),
+    (["/nope.png"], [], "net", "outline not found"),
+    (["BAD_JSON"], [], "net", "expected"),
+    (["DEGENERATE"], [], "net", "degenerate"),
+    (["WRONG_SIZE"], [], "net", "expected 100x100"),
+    ([], ["0,0,150,50"], "original", "outside the cropped square"),
+    ([], [], "net", "at least one"),
 ])
-def test_segment_bad_input_is_one_line_and_writes_nothing(run_dir, tmp_path, args, message):
+def test_bad_outlines_are_input_errors(tmp_path, outlines, boxes, frame, message):
   (tmp_path / "bad.json").write_text(json.dumps({"polygon": "nope"}))
   (tmp_path / "deg.json").write_text(json.dumps([[1, 1], [5, 5], [9, 9]]))
-  args = [a.replace("BAD_JSON", str(tmp_path / "bad.json"))
-           .replace("DEGENERATE", str(tmp_path / "deg.json")) for a in args]
+  Image.fromarray(np.zeros((7, 9), np.uint8)).save(tmp_path / "wrong.png")
+  subst = {"BAD_JSON": tmp_path / "bad.json", "DEGENERATE": tmp_path / "deg.json",
+           "WRONG_SIZE": tmp_path / "wrong.png"}
+  outlines = [str(subst.get(o, o)) for o in outlines]
+  info = {"crop_box": [0, 0, 120], "original_hw": [120, 160]}
+  with pytest.raises(ss.InputError, match=message):
+    cutouts.collect_outlines(outlines, boxes, frame, info)
+
+
+def test_segment_bad_input_is_one_line_and_writes_nothing(run_dir, tmp_path):
   out = tmp_path / "never"
-  res = _cli("experiments.segment", f"--workdir={run_dir}", f"--out={out}", *args)
+  # The second box is bad: the first must not have been written either.
+  res = _cli("experiments.segment", f"--workdir={run_dir}", f"--out={out}",
+             "--box=10,10,50,50", "--box=10,10,200,50")
   assert res.returncode == 2
   last = res.stderr.strip().splitlines()[-1]
-  assert last.startswith("error:") and message in last, res.stderr[-1500:]
+  assert last.startswith("error:") and "outside the 100x100" in last, res.stderr[-1500:]
   assert "Traceback" not in res.stderr
   assert not out.exists()
 
