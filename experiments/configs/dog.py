@@ -4,5 +4,5 @@ from experiments.configs import default
 
 def get_config():
   config = default.get_config()
-  config.image = "third_party/images/dog.jpg"
+  config.image = "third_party/images/dog.png"
   return config
