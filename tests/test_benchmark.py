@@ -1,0 +1,145 @@
+"""The benchmark's arithmetic and plumbing (no timing assertions; tiny nets only).
+
+What XLA's cost analysis counts (measured, jax 0.10 CPU): for the transposed
+convolution written as an lhs-dilated convolution it counts exactly the real
+multiply-adds, 2 * H * W * Cin * Cout * 9 per sample, skipping the dilation holes and the
+padding, when nothing is cropped and there is no bias. With MATLAB's crop it counts
+fewer (the taps landing in the cropped border: up to 11% less for the stride-2 crop
+(1,1,1,1) on a 12x12 map), and it adds the bias and activation element-wise ops. For
+the whole forward pass this puts analytic/XLA between 0.99 (tiny nets, where the
+element-wise ops weigh) and 1.03 (the paper's net), hence the 5% tolerance.
+"""
+import csv
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from absl import flags
+from absl.testing import flagsaver
+from flax import nnx
+
+import singleseg_jax as ss
+from singleseg_jax import benchmarking as bm
+from singleseg_jax.layers import conv_transpose_reference
+from experiments import benchmark
+
+TINY = dict(in_channels=8, width=0.125)
+FORWARD_TOLERANCE = 0.05
+
+
+def _forward_xla_flops(in_channels, width, batch):
+  model = ss.Upsampler(in_channels, width, rngs=nnx.Rngs(0))
+  graphdef, params = nnx.split(model, nnx.Param)
+  x = jnp.zeros((batch, 10, 10, in_channels))
+  compiled = jax.jit(lambda p, x: nnx.merge(graphdef, p)(x)).lower(params, x).compile()
+  return bm.xla_flops(compiled)
+
+
+def test_uncropped_layer_flops_match_xla_exactly():
+  n, h, cin, cout = 2, 12, 32, 16
+  x, k = jnp.zeros((n, h, h, cin)), jnp.zeros((3, 3, cin, cout))
+  fn = jax.jit(lambda x, k: conv_transpose_reference(x, k, 0.0, 2, (0, 0, 0, 0)))
+  assert bm.xla_flops(fn.lower(x, k).compile()) == 2 * n * h * h * cin * cout * 9
+
+
+@pytest.mark.parametrize("in_channels,width", [(8, 0.125), (64, 0.25)])
+def test_forward_flops_agree_with_xla(in_channels, width):
+  batch = 3
+  xla = _forward_xla_flops(in_channels, width, batch)
+  assert xla is not None
+  analytic = ss.flops_per_sample(in_channels, width) * batch
+  assert abs(analytic / xla - 1) < FORWARD_TOLERANCE
+
+
+def test_train_flops_are_three_forward_passes():
+  assert bm.train_flops_per_sample(256, 1.0) == 3 * ss.flops_per_sample(256, 1.0)
+
+
+def test_mfu_and_gpu_peaks():
+  assert bm.mfu(50.0, 200.0) == pytest.approx(0.25)
+  assert bm.mfu(None, 200.0) is None and bm.mfu(50.0, None) is None
+  assert bm.gpu_peak_gflops("NVIDIA H100 80GB HBM3", "bfloat16") == pytest.approx(989_400)
+  assert bm.gpu_peak_gflops("NVIDIA H100 80GB HBM3", "float32") == pytest.approx(66_900)
+  assert bm.gpu_peak_gflops("some TPU", "float32") is None
+
+
+def test_time_calls_counts_rounds():
+  calls = []
+  t = bm.time_calls(lambda: calls.append(1) or jnp.zeros(()), seconds=0.03, rounds=3,
+                    warmup=1)
+  assert len(t.rates) == 3 and t.calls == len(calls) - 1 and t.best >= t.median > 0
+
+
+def _params_of(state):
+  return [np.asarray(p) for p in jax.tree.leaves(state.params)]
+
+
+def test_data_parallel_step_equals_single_device_step():
+  if jax.local_device_count() < 2:
+    pytest.skip("needs 2 devices (tests/conftest.py forces 2 CPU devices)")
+  batch = benchmark.make_batch(4, TINY["in_channels"])
+  single, m1 = ss.train_step(benchmark.make_state(**TINY), batch)
+  mesh = benchmark.data_mesh(jax.local_devices()[:2])
+  state, sharded_batch = benchmark.shard_for_data_parallel(benchmark.make_state(**TINY),
+                                                           batch, mesh)
+  assert sharded_batch["inputs"].sharding.spec == jax.sharding.PartitionSpec("data")
+  parallel, m2 = ss.train_step(state, sharded_batch)
+  assert len(parallel.params["layers"][0]["kernel"][...].sharding.device_set) == 2
+  np.testing.assert_allclose(float(m1["loss"]), float(m2["loss"]), rtol=1e-5)
+  for a, b in zip(_params_of(single), _params_of(parallel)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_data_parallel_rejects_uneven_batch():
+  mesh = benchmark.data_mesh(jax.local_devices()[:2])
+  if mesh.shape["data"] < 2:
+    pytest.skip("needs 2 devices")
+  with pytest.raises(ss.InputError):
+    benchmark.shard_for_data_parallel(benchmark.make_state(**TINY),
+                                      benchmark.make_batch(3, 8), mesh)
+
+
+def test_bfloat16_train_step_is_finite():
+  state = benchmark.make_state(**TINY, dtype="bfloat16")
+  batch = benchmark.make_batch(4, TINY["in_channels"])
+  for _ in range(2):
+    state, metrics = ss.train_step(state, batch)
+  assert all(np.isfinite(float(v)) for v in metrics.values())
+  assert all(np.isfinite(p).all() for p in _params_of(state))
+  assert all(p.dtype == np.float32 for p in _params_of(state))  # params stay float32
+
+
+def _run_main(**overrides):
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()
+  values = dict(TINY, batch=4, seconds=0.3, rounds=2, peak_seconds=0.05, mode="both")
+  values.update(overrides)
+  with flagsaver.flagsaver(**values):
+    benchmark.main(["benchmark"])
+
+
+def test_main_prints_one_json_line(capsys):
+  _run_main()
+  lines = [l for l in capsys.readouterr().out.splitlines() if l.strip()]
+  assert len(lines) == 1
+  rec = json.loads(lines[0])
+  assert set(benchmark.KEYS) <= set(rec)
+  assert rec["batch"] == 4 and rec["in_channels"] == 8 and rec["params"] > 0
+  assert rec["samples_per_s"] > 0 and rec["infer_samples_per_s"] > 0
+  assert rec["xla_flops_per_step"] > 0 and rec["peak_gflops"] > 0 and rec["mfu"] > 0
+  assert rec["impl"] == "jax-custom-vjp" and rec["malloc_tune"] is False
+
+
+def test_sweep_writes_csv_and_png(tmp_path, capsys):
+  _run_main(sweep=True, sweep_batches=["2", "4"], sweep_widths=["0.03125"],
+            out=str(tmp_path), mode="train", seconds=0.2)
+  assert len(capsys.readouterr().out.strip().splitlines()) == 2
+  with open(tmp_path / "sweep.csv") as f:
+    rows = list(csv.DictReader(f))
+  assert [int(r["batch"]) for r in rows] == [2, 4]
+  assert all(int(r["in_channels"]) == 8 and float(r["samples_per_s"]) > 0 for r in rows)
+  png = tmp_path / "sweep.png"
+  assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and os.path.getsize(png) > 1000
