@@ -138,8 +138,11 @@ def load_run(workdir: str, which: str = "best"):
     raise ss.InputError(f"{workdir} is not a run directory (no config.json)")
   with open(path) as f:
     config = ml_collections.ConfigDict(json.load(f))
-  with open(os.path.join(workdir, "run.json")) as f:
-    info = json.load(f)
+  try:
+    with open(os.path.join(workdir, "run.json")) as f:
+      info = json.load(f)
+  except (OSError, ValueError):
+    raise ss.InputError(f"{workdir} has no readable run.json") from None
   latest, best = _managers(workdir)
   manager = best if which == "best" and best.latest_step() is not None else latest
   if manager.latest_step() is None:
@@ -169,6 +172,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   latest, best = _managers(workdir)
   template = init_state(key, options)
   info["params"] = ss.count_params(template.model())
+  if not os.path.exists(info_path):  # so a running or killed run can already be used
+    with open(info_path, "w") as f:
+      json.dump(info, f, indent=2)
   resume = None
   if latest.latest_step() is not None:
     resume, _ = _restore(latest, template)

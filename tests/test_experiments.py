@@ -216,3 +216,13 @@ def test_ablate_width_writes_parsable_outputs(tmp_path, photo_path):
   md = (tmp_path / "ablation.md").read_text()
   assert "| 0.0625 | 16 |" in md and "vmapped" in md
   assert Image.open(tmp_path / "ablation.png").format == "PNG"
+
+
+def test_load_run_reads_checkpoint_and_needs_run_json(tmp_path, photo_path):
+  work = str(tmp_path / "w")
+  train.train_and_evaluate(_config(photo_path, num_epochs=1), work)
+  config, state, image, info = train.load_run(work)
+  assert info["crop_box"] == [0, 0, 120] and int(state.step) == 3
+  os.remove(os.path.join(work, "run.json"))
+  with pytest.raises(ss.InputError, match="run.json"):
+    train.load_run(work)
