@@ -1,0 +1,114 @@
+"""Baselines that answer the same outline without the fitted net.
+
+- `outline_answer`: the outline itself.
+- `thumbnail_roundtrip`: the outline as the net sees it, `imresize(outline, 0.1)`
+  rounded to 0/1 exactly as `singleseg_jax.segment` builds the input (a thumbnail pixel
+  is inside when roughly half of its 10x10 block is), then sized back up: `nearest`
+  repeats each thumbnail pixel over its block; `bicubic` runs `imresize` on the 0/255
+  thumbnail and thresholds at one half. This is what the method does without the net.
+- `grabcut`: OpenCV's GrabCut initialised from the outline (`cv2.GC_INIT_WITH_MASK`):
+  inside probable foreground; with `band=0` everything outside is background (plain);
+  with `band=b` the pixels outside within b pixels of the outline are probable
+  background and the rest background (the trimap variant). OpenCV is the optional
+  `eval` extra (`pip install 'singleseg-jax[eval]'`), imported only when called.
+"""
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+
+from singleseg_jax import image as image_lib
+from singleseg_jax.errors import InputError
+from singleseg_jax.evaluation.metrics import resize_mask
+from singleseg_jax.evaluation.outlines import within_distance
+
+UPSAMPLING = ("nearest", "bicubic")
+EVAL_EXTRA_HINT = "pip install 'singleseg-jax[eval]' (or pip install opencv-python-headless)"
+
+
+def _mask(outline, name: str = "outline") -> np.ndarray:
+  m = np.asarray(outline)
+  if m.ndim != 2:
+    raise InputError(f"{name} must be a 2-D mask, got shape {m.shape}")
+  return m.astype(bool)
+
+
+def outline_answer(outline) -> np.ndarray:
+  """The outline itself as the segmentation."""
+  return _mask(outline).copy()
+
+
+def thumbnail_of(outline, scale: float = 0.1) -> np.ndarray:
+  """The outline as the net sees it: `imresize(outline, scale) > 0` on 0/1 levels,
+  computed with `jax.numpy` in float32 like `singleseg_jax.segment`."""
+  m = _mask(outline)
+  h, w = m.shape
+  small = (image_lib.thumbnail_size(h, scale), image_lib.thumbnail_size(w, scale))
+  levels = image_lib.resize_levels(jnp.asarray(m, jnp.float32)[..., None], small, xp=jnp)
+  return np.asarray(levels[..., 0] > 0)
+
+
+def thumbnail_roundtrip(outline, scale: float = 0.1, upsample: str = "nearest") -> np.ndarray:
+  """The outline down to the net's thumbnail and back up to its own size."""
+  if upsample not in UPSAMPLING:
+    raise InputError(f"upsample must be one of {UPSAMPLING}, got {upsample!r}")
+  m = _mask(outline)
+  h, w = m.shape
+  small = thumbnail_of(m, scale)
+  if upsample == "nearest":
+    rows = np.minimum((np.arange(h) * small.shape[0]) // h, small.shape[0] - 1)
+    cols = np.minimum((np.arange(w) * small.shape[1]) // w, small.shape[1] - 1)
+    return small[rows][:, cols]
+  return resize_mask(small, (h, w))
+
+
+def require_cv2():
+  """OpenCV, or an InputError that says how to install it."""
+  try:
+    import cv2  # noqa: PLC0415 (optional dependency, imported on use)
+  except ImportError:
+    raise InputError(f"the GrabCut baselines need OpenCV: {EVAL_EXTRA_HINT}") from None
+  return cv2
+
+
+def grabcut_init(outline, band: float = 0) -> np.ndarray:
+  """GrabCut's initial labels (uint8 cv2.GC_* codes) from an outline."""
+  cv2 = require_cv2()
+  m = _mask(outline)
+  init = np.where(m, cv2.GC_PR_FGD, cv2.GC_BGD).astype(np.uint8)
+  if band > 0:
+    init[~m & within_distance(m, band)] = cv2.GC_PR_BGD
+  return init
+
+
+def grabcut_degenerate(init: np.ndarray) -> bool:
+  """True when GrabCut cannot run: no (probable) foreground or no background sample."""
+  cv2 = require_cv2()
+  fg = np.isin(init, (cv2.GC_FGD, cv2.GC_PR_FGD))
+  return not fg.any() or fg.all()
+
+
+def grabcut(image, outline, *, band: float = 0, iterations: int = 5, seed: int = 0) -> np.ndarray:
+  """GrabCut's foreground (bool (H, W)) for a uint8 RGB image and an outline mask.
+
+  `band` > 0 gives the trimap variant (see the module doc). The OpenCV RNG is reseeded
+  with `seed` first, so results repeat. Where GrabCut cannot run (the outline is empty
+  or covers the whole image), the outline itself is returned; `grabcut_degenerate`
+  tells when.
+  """
+  cv2 = require_cv2()
+  img = image_lib.as_rgb_uint8(image)
+  m = _mask(outline)
+  if img.shape[:2] != m.shape:
+    raise InputError(f"image {img.shape[:2]} and outline {m.shape} differ in size")
+  if not isinstance(iterations, (int, np.integer)) or iterations < 1:
+    raise InputError(f"iterations must be a positive integer, got {iterations!r}")
+  init = grabcut_init(m, band)
+  if grabcut_degenerate(init):
+    return m.copy()
+  cv2.setRNGSeed(int(seed))
+  labels = init.copy()
+  bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+  bgr = np.ascontiguousarray(img[..., ::-1])
+  cv2.grabCut(bgr, labels, None, bgd, fgd, int(iterations), cv2.GC_INIT_WITH_MASK)
+  return np.isin(labels, (cv2.GC_FGD, cv2.GC_PR_FGD))
