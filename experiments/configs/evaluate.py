@@ -14,16 +14,10 @@ default.py for that, on an accelerator).
 `image` is unused (evaluate reads --data_dir); `crop` is overridden by --crop
 (default "center").
 """
-from experiments.configs import default
+from experiments.configs import demo
 
 
 def get_config():
-  config = default.get_config()
+  config = demo.get_config()
   config.image = ""
-  config.crop = "center"
-  config.in_channels = 64
-  config.width = 0.5
-  config.num_samples = 300
-  config.batch_size = 25
-  config.num_epochs = 80
   return config

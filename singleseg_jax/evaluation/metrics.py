@@ -29,7 +29,7 @@ import numpy as np
 
 from singleseg_jax.errors import InputError
 from singleseg_jax.evaluation.outlines import distance_transform, within_distance
-from singleseg_jax.image import resize_matrix
+from singleseg_jax import image as image_lib
 
 OBJECT, IGNORE, BACKGROUND = 255, 128, 0
 
@@ -104,13 +104,9 @@ def split_labels(mask) -> Labels:
 def resize_levels_2d(levels, out_hw) -> np.ndarray:
   """`imresize` of one (H, W) channel of 0..255 levels, rounded and clipped like uint8.
 
-  The same matrices as `singleseg_jax.image.resize_levels`, applied as two matmuls
-  (numpy's unoptimised einsum there takes seconds at full resolution).
   """
   a = np.asarray(levels, np.float64)
-  mh = resize_matrix(a.shape[0], int(out_hw[0]))
-  mw = resize_matrix(a.shape[1], int(out_hw[1]))
-  return np.clip(np.round(mh @ a @ mw.T), 0, 255)
+  return image_lib.resize_levels(a[..., None], (int(out_hw[0]), int(out_hw[1])))[..., 0]
 
 
 def _resize_fraction(indicator: np.ndarray, out_hw) -> np.ndarray:
