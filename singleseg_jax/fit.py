@@ -1,8 +1,17 @@
 """Fitting a net to one image: data, model, epochs and the convergence rule together.
 
+Two variants (`FitOptions.variant`):
+- `paper`: the seed's Upsampler on thumbnails of rectangles and circles (the default,
+  unchanged);
+- `snap`: `singleseg_jax.snap`'s superpixel graph net on sloppy outlines of
+  self-generated regions (beyond the paper, issue #8). Its "epoch" is `snap_steps`
+  updates on fresh batches; `num_samples - ceil(train_fraction * num_samples)` fixed
+  pairs are its validation set.
+
 Every random choice comes from one key: `fold_in(key, 0)` initialises the model,
 `fold_in(key, 1)` makes the fixed pair set, and epoch `e` shuffles with
-`fold_in(fold_in(key, 2), e)` (and, with `fresh_data`, draws new training pairs from
+`fold_in(fold_in(key, 2), e)` (snap: draws its batches from it; and, with
+`fresh_data`, the paper variant draws new training pairs from
 `fold_in(fold_in(key, 3), e)`). So a run restarted at epoch `e` from its saved state
 continues exactly as the uninterrupted one.
 """
@@ -16,6 +25,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from singleseg_jax import regions, snap
 from singleseg_jax.data import Dataset, make_dataset, make_pairs
 from singleseg_jax.errors import InputError
 from singleseg_jax.model import Upsampler
@@ -23,6 +33,7 @@ from singleseg_jax.train import (Plateau, PlateauState, TrainState, epoch_update
                                  evaluate_loss, make_optimizer, num_batches, train_epoch)
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+VARIANTS = ("paper", "snap")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,8 +51,21 @@ class FitOptions:
   rel_tol: float = 1e-3
   fresh_data: bool = False
   dtype: str = "float32"
+  variant: str = "paper"
+  snap_segments: int = 100   # superpixels per image
+  snap_hidden: int = 64      # graph net width
+  snap_rounds: int = 3       # message-passing rounds
+  snap_steps: int = 25       # updates per epoch (each on a fresh batch of batch_size)
 
   def __post_init__(self):
+    if self.variant not in VARIANTS:
+      raise InputError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
+    for name in ("snap_segments", "snap_hidden", "snap_steps"):
+      v = getattr(self, name)
+      if not isinstance(v, int) or v < 1:
+        raise InputError(f"{name} must be a positive integer, got {v!r}")
+    if not isinstance(self.snap_rounds, int) or self.snap_rounds < 0:
+      raise InputError(f"snap_rounds must be an integer >= 0, got {self.snap_rounds!r}")
     if self.dtype not in DTYPES:
       raise InputError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
     if not isinstance(self.num_epochs, int) or self.num_epochs < 1:
@@ -66,6 +90,10 @@ def model_key(key):
 
 def init_state(key: jax.Array, options: FitOptions) -> TrainState:
   """A fresh model and optimiser for `options`."""
+  if options.variant == "snap":
+    model = snap.SnapNet(options.snap_hidden, options.snap_rounds, options.snap_segments,
+                         rngs=nnx.Rngs(params=model_key(key)))
+    return TrainState.create(model, make_optimizer(options.learning_rate, options.l2))
   model = Upsampler(options.in_channels, options.width, dtype=DTYPES[options.dtype],
                     rngs=nnx.Rngs(params=model_key(key)))
   return TrainState.create(model, make_optimizer(options.learning_rate, options.l2))
@@ -79,31 +107,69 @@ def fixed_data(key: jax.Array, image, options: FitOptions) -> tuple[Dataset, Dat
   return train, val
 
 
+def _n_train(options: FitOptions) -> int:
+  return -(-int(round(options.train_fraction * options.num_samples * 1e6)) // 1_000_000)
+
+
+def snap_data(key: jax.Array, image, options: FitOptions) -> tuple[snap.Graph, snap.Batch]:
+  """The snap variant's superpixel graph of `image` and its fixed validation pairs."""
+  graph = jax.jit(snap.make_graph, static_argnums=1)(jnp.asarray(image, jnp.float32),
+                                                      options.snap_segments)
+  n_val = options.num_samples - _n_train(options)
+  if n_val < 1:
+    raise InputError(f"train_fraction {options.train_fraction} leaves no val pairs")
+  val = jax.jit(snap.sample_batch, static_argnums=2)(jax.random.fold_in(key, 1), graph, n_val)
+  return graph, val
+
+
+def _epoch_functions(key, image, options: FitOptions):
+  """(run_epoch(state, epoch) -> (state, train metrics), run_val(state) -> metrics)."""
+  shuffle = lambda epoch: jax.random.fold_in(jax.random.fold_in(key, 2), epoch)
+  if options.variant == "snap":
+    graph, val = snap_data(key, image, options)
+    prior = regions.RegionPrior()
+
+    def run_epoch(ts, epoch):
+      return snap.train_epoch(ts, graph, shuffle(epoch), steps=options.snap_steps,
+                              batch_size=options.batch_size, prior=prior)
+
+    return run_epoch, lambda ts: snap.evaluate(ts, graph, val)
+
+  train, val = fixed_data(key, image, options)
+  image_f = jnp.asarray(image, jnp.float32)
+  n_train = len(train)
+
+  def run_epoch(ts, epoch):
+    data = train
+    if options.fresh_data:
+      data = make_pairs(jax.random.fold_in(jax.random.fold_in(key, 3), epoch), image_f,
+                        n_train, options.in_channels)
+    return train_epoch(ts, data, shuffle(epoch), batch_size=options.batch_size)
+
+  return run_epoch, lambda ts: evaluate(ts, val, batch_size=options.batch_size)
+
+
 def fit(key: jax.Array, image, options: FitOptions, *, resume: Optional[FitState] = None,
         on_epoch: Optional[Callable[[FitState, dict], None]] = None) -> tuple[FitState, str]:
   """Trains until convergence or `num_epochs`; returns the final state and why it stopped.
 
   `on_epoch(state, record)` runs after every epoch (for logging and checkpoints); the
-  record holds the epoch's mean train loss/MSE and the val loss/MSE.
+  record holds the epoch's mean train and val metrics (`train_loss`, `val_loss`, and
+  `train_mse`/`val_mse` for the paper variant, `train_error`/`val_error`, the share of
+  pixels labelled wrong, for snap).
   Raises `TrainingDiverged` (the state passed to the last `on_epoch` is the last good
   one) if the training loss stops being finite.
   """
-  train, val = fixed_data(key, image, options)
+  run_epoch, run_val = _epoch_functions(key, image, options)
   rule = Plateau(options.patience, options.rel_tol)
   state = resume or FitState(init_state(key, options), rule.init(), 0)
-  image_f = jnp.asarray(image, jnp.float32)
-  n_train = len(train)
   if rule.converged(state.plateau):
     return state, _converged_reason(options)
   for epoch in range(state.epoch, options.num_epochs):
-    if options.fresh_data:
-      train = make_pairs(jax.random.fold_in(jax.random.fold_in(key, 3), epoch), image_f,
-                         n_train, options.in_channels)
-    shuffle = jax.random.fold_in(jax.random.fold_in(key, 2), epoch)
-    ts, m = train_epoch(state.train, train, shuffle, batch_size=options.batch_size)
-    v = evaluate(ts, val, batch_size=options.batch_size)
-    record = {"epoch": epoch + 1, "train_loss": float(m["loss"]), "train_mse": float(m["mse"]),
-              "val_loss": float(v["loss"]), "val_mse": float(v["mse"])}
+    ts, m = run_epoch(state.train, epoch)
+    v = run_val(ts)
+    record = {"epoch": epoch + 1, **{f"train_{k}": float(x) for k, x in m.items()},
+              **{f"val_{k}": float(x) for k, x in v.items()}}
     if not all(math.isfinite(x) for x in record.values()):
       raise TrainingDiverged(f"loss is not finite at epoch {epoch + 1}: {record}")
     plateau, converged = rule.update(state.plateau, record["val_loss"])
@@ -144,6 +210,8 @@ def fit_seeds(keys, image, options: FitOptions,
   keys = list(keys)
   if not keys:
     raise InputError("fit_seeds needs at least one key")
+  if options.variant != "paper":
+    raise InputError("fit_seeds fits the paper variant only")
   rule = Plateau(options.patience, options.rel_tol)
   inits = [init_state(k, options) for k in keys]
   data = [fixed_data(k, image, options) for k in keys]

@@ -9,11 +9,15 @@ The net was trained to output `image .* mask`, so each output pixel is either th
 image's colour (object) or black (background). The binary mask marks the pixels
 whose output is closer to the image's colour than to black (squared RGB distance);
 pixels where the image itself is black are ambiguous and count as background.
+
+A `snap` net (`singleseg_jax.snap`) sees the outline at full resolution and answers a
+foreground probability per pixel: the mask is probability > 1/2, the output the image
+times that probability, and `input_thumbnail` the image inside the outline.
 """
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -21,6 +25,7 @@ import numpy as np
 from flax import nnx
 
 from singleseg_jax import image as image_lib
+from singleseg_jax import snap
 from singleseg_jax.data import network_input
 from singleseg_jax.errors import InputError
 
@@ -30,6 +35,7 @@ class Segmentation(NamedTuple):
   mask: np.ndarray           # (..., S, S) bool: derived foreground
   input_thumbnail: np.ndarray  # (..., s, s, 3) uint8: thumbnail times the 10x10 outline
   outline_small: np.ndarray  # (..., s, s) bool: the outline as the net sees it
+  probability: Optional[np.ndarray] = None  # (..., S, S) float32 (snap nets only)
 
 
 def mask_from_output(output, image):
@@ -54,6 +60,27 @@ def _segment(graphdef, params, key, image, outlines, scale):
   return out, mask, masked, outline_small
 
 
+@functools.lru_cache(maxsize=4)
+def _graph(image_bytes: bytes, size: int, num_segments: int) -> snap.Graph:
+  image = np.frombuffer(image_bytes, np.uint8).reshape(size, size, 3)
+  return jax.jit(snap.make_graph, static_argnums=1)(jnp.asarray(image, jnp.float32),
+                                                    num_segments)
+
+
+@jax.jit
+def _snap_probability(graphdef, params, graph, outlines):
+  return snap.probability(nnx.merge(graphdef, params), graph, outlines)
+
+
+def _segment_snap(graphdef, params, image, outline):
+  model = nnx.merge(graphdef, params)
+  graph = _graph(image.tobytes(), image.shape[0], model.num_segments)
+  prob = np.asarray(_snap_probability(graphdef, params, graph, jnp.asarray(outline)))
+  output = (image[None] / 255.0 * prob[..., None]).astype(np.float32)
+  inside = (image[None] * outline[..., None]).astype(np.uint8)
+  return Segmentation(output, prob > 0.5, inside, outline.copy(), prob.astype(np.float32))
+
+
 def check_outline(outline, size: int) -> np.ndarray:
   """Validates a bool/0-1 outline mask of shape (S, S) or (N, S, S); returns bool."""
   arr = np.asarray(outline)
@@ -70,11 +97,21 @@ def check_outline(outline, size: int) -> np.ndarray:
   return arr
 
 
+def _first(result: Segmentation) -> Segmentation:
+  return Segmentation(*(None if a is None else a[0] for a in result))
+
+
+def is_snap(graphdef, params) -> bool:
+  """True for a `snap.SnapNet`'s graph."""
+  return isinstance(nnx.merge(graphdef, params), snap.SnapNet)
+
+
 def segment(model, image, outline, key: jax.Array, *, scale: float = 0.1) -> Segmentation:
   """Cut-out of `image` ((S, S, 3) uint8, e.g. 100x100) inside `outline` ((S, S) bool).
 
-  `model` is a fitted `Upsampler` (or anything with `graphdef`/`params`, such as a
-  `TrainState`). Several outlines (N, S, S) give N results in one call.
+  `model` is a fitted `Upsampler` or `snap.SnapNet` (or anything with
+  `graphdef`/`params`, such as a `TrainState`). Several outlines (N, S, S) give N
+  results in one call. `key` draws the paper net's input noise (snap nets ignore it).
   """
   image = image_lib.as_rgb_uint8(image)
   size = image.shape[0]
@@ -87,6 +124,9 @@ def segment(model, image, outline, key: jax.Array, *, scale: float = 0.1) -> Seg
     graphdef, params = model.graphdef, model.params
   else:
     graphdef, params = nnx.split(model, nnx.Param)
+  if is_snap(graphdef, params):
+    result = _segment_snap(graphdef, params, image, outline)
+    return _first(result) if single else result
   out, mask, masked, small = _segment(graphdef, params, key, jnp.asarray(image, jnp.float32),
                                       jnp.asarray(outline), scale)
   small = np.asarray(small)
@@ -95,4 +135,4 @@ def segment(model, image, outline, key: jax.Array, *, scale: float = 0.1) -> Seg
                      "enclose roughly half of a 10x10 block)")
   result = Segmentation(np.asarray(out), np.asarray(mask), np.asarray(masked).astype(np.uint8),
                         small)
-  return Segmentation(*(a[0] for a in result)) if single else result
+  return _first(result) if single else result

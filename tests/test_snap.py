@@ -1,0 +1,104 @@
+"""The snap variant (singleseg_jax.snap) and that the paper variant is unchanged."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import singleseg_jax as ss
+from singleseg_jax import regions, snap
+from singleseg_jax.fit import FitOptions, fit, init_state, snap_data
+
+OPTIONS = FitOptions(variant="snap", num_samples=80, batch_size=32, num_epochs=12,
+                     learning_rate=3e-3, snap_steps=10, snap_hidden=32, snap_rounds=2)
+
+
+@pytest.fixture(scope="module")
+def image(photo):
+  return ss.prepare_image(photo, 100, 0.1, "center").image
+
+
+@pytest.fixture(scope="module")
+def disc():
+  yy, xx = np.mgrid[:100, :100]
+  return (yy * 1.2 - 55) ** 2 + (xx * 1.2 + 20 - 50) ** 2 < 30 ** 2
+
+
+@pytest.fixture(scope="module")
+def fitted(image):
+  history = []
+  state, _ = fit(jax.random.key(0), image, OPTIONS, on_epoch=lambda s, r: history.append(r))
+  return state, history
+
+
+def test_node_features_see_the_outline(image, disc):
+  graph, _ = snap_data(jax.random.key(0), image, OPTIONS)
+  nodes = snap.node_features(graph, jnp.asarray(disc))
+  k = graph.area.shape[0]
+  assert nodes.features.shape == (k, snap.NUM_FEATURES)
+  assert np.isfinite(np.asarray(nodes.features)).all()
+  cover = np.asarray(nodes.features[:, 0])
+  labels = np.asarray(graph.labels)
+  for j in np.unique(labels)[:20]:
+    np.testing.assert_allclose(cover[j], disc[labels == j].mean(), atol=1e-5)
+  np.testing.assert_allclose(float(nodes.inside.sum()), disc.sum(), rtol=1e-5)
+
+
+def test_snap_net_shapes_and_batch(image):
+  graph, val = snap_data(jax.random.key(0), image, OPTIONS)
+  assert val.member.shape == (20, graph.area.shape[0])
+  assert val.regions.shape == val.outlines.shape == (20, 100, 100)
+  state = init_state(jax.random.key(0), OPTIONS)
+  z = snap.logits(state.model(), graph, val.nodes)
+  assert z.shape == val.member.shape
+  p = snap.probability(state.model(), graph, val.outlines[:3])
+  assert p.shape == (3, 100, 100) and float(p.min()) >= 0 and float(p.max()) <= 1
+
+
+def test_snap_loss_falls_and_it_snaps_a_sloppy_outline_to_the_disc(fitted, image, disc):
+  state, history = fitted
+  assert [r["epoch"] for r in history] == list(range(1, 13))
+  assert history[-1]["val_loss"] < 0.7 * history[0]["val_loss"]
+  assert history[-1]["val_error"] < history[0]["val_error"]
+  # Where the answer is known: a sloppy outline 6 px outside the disc.
+  sdf = np.asarray(regions.signed_distance(jnp.asarray(disc), 20.0))
+  outline = sdf < 6
+  seg = ss.segment(state.train, image, outline, jax.random.key(0))
+  iou = lambda a: (a & disc).sum() / (a | disc).sum()
+  assert seg.probability.shape == (100, 100) and seg.output.shape == (100, 100, 3)
+  np.testing.assert_array_equal(seg.mask, seg.probability > 0.5)
+  assert iou(seg.mask) > iou(outline) + 0.05, (iou(seg.mask), iou(outline))
+  both = ss.segment(state.train, image, np.stack([outline, disc]), jax.random.key(0))
+  assert both.mask.shape == (2, 100, 100) and both.input_thumbnail.shape == (2, 100, 100, 3)
+  np.testing.assert_array_equal(both.mask[0], seg.mask)
+
+
+def test_snap_fit_resumes_to_the_same_params(image):
+  short = FitOptions(**{**OPTIONS.__dict__, "num_epochs": 2, "snap_steps": 2})
+  full, _ = fit(jax.random.key(4), image, short)
+  half, _ = fit(jax.random.key(4), image, FitOptions(**{**short.__dict__, "num_epochs": 1}))
+  resumed, _ = fit(jax.random.key(4), image, short, resume=half)
+  for a, b in zip(jax.tree.leaves(full.train.params), jax.tree.leaves(resumed.train.params)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("field,value", [("variant", "unet"), ("snap_segments", 0),
+                                         ("snap_rounds", -1), ("snap_steps", 1.5)])
+def test_bad_snap_options_are_input_errors(field, value):
+  with pytest.raises(ss.InputError, match=field.split("_")[0]):
+    FitOptions(**{field: value})
+
+
+def test_paper_variant_is_unchanged_by_the_snap_code():
+  """Numbers recorded with the code before the snap variant existed (commit 67bf083):
+  the same key and options give the same fit and the same segmentation."""
+  rng = np.random.default_rng(0)
+  img = rng.integers(0, 256, (100, 100, 3), dtype=np.uint8)
+  opt = FitOptions(in_channels=8, width=0.125, num_samples=20, batch_size=5, num_epochs=2)
+  state, _ = fit(jax.random.key(3), img, opt)
+  outline = np.zeros((100, 100), bool)
+  outline[20:70, 30:90] = True
+  seg = ss.segment(state.train, img, outline, jax.random.key(1))
+  assert seg.probability is None
+  np.testing.assert_allclose(float(np.asarray(seg.output, np.float64).sum()),
+                             14954.985976219177, rtol=1e-5)
+  np.testing.assert_allclose(state.plateau.best, 3302.617919921875, rtol=1e-5)
