@@ -130,7 +130,10 @@ def outline_overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def full_resolution(mask: np.ndarray, original: np.ndarray, crop_box) -> tuple[np.ndarray, np.ndarray]:
-  """(mask, RGBA cut-out) at the cropped original's resolution (bicubic, threshold 1/2)."""
+  """(mask, RGBA cut-out) at the cropped original's resolution (bicubic, threshold 1/2).
+
+  `mask` is bool or a probability in [0, 1] (a snap net's, whose soft edges then place
+  the full-resolution border between the 100x100 pixels)."""
   top, left, side = crop_box
   crop = original[top:top + side, left:left + side]
   soft = ss.image.resize_levels(mask.astype(np.float64)[..., None] * 255, (side, side))[..., 0]
@@ -148,8 +151,9 @@ def render(image: np.ndarray, outline: np.ndarray, res: ss.Segmentation, k: int,
            zoom: int = 2) -> Rendered:
   """The Fig. 10 row, mask and cut-out of result `k` (shared with the web page)."""
   up = lambda a: np.kron(figures.to_uint8(a), np.ones((zoom, zoom, 1), np.uint8))
+  block = image.shape[0] // res.input_thumbnail.shape[-2]  # 10 (paper) or 1 (snap)
   panels = [outline_overlay(image, outline),
-            np.kron(res.input_thumbnail[k], np.ones((10, 10, 1), np.uint8)),
+            np.kron(res.input_thumbnail[k], np.ones((block, block, 1), np.uint8)),
             figures.to_uint8(res.output[k])]
   mask = res.mask[k].astype(np.uint8) * 255
   return Rendered(np.concatenate([up(p) for p in panels], axis=1), mask,

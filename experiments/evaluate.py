@@ -18,7 +18,9 @@ DIR holds images/NAME.(jpg|jpeg|png) and masks/NAME.png (255 object, 0 backgroun
    offset by d pixels, traced, --vertices kept evenly, jittered by N(0, sigma^2), filled
    (`evaluation.outlines.simulate_outline`), --seeds per (d, sigma, vertices).
 4. Methods on each outline:
-     net                  the seed's method: `singleseg_jax.segment`, mask from output
+     net                  the config's net (`variant`: the seed's method, or snap):
+                          `singleseg_jax.segment`; a snap net's probability is sized
+                          up to full resolution before the threshold
      outline              the outline itself
      thumbnail_nearest    outline -> 10x10 as the net sees it -> 100x100, nearest
      thumbnail_bicubic    the same, sized up by bicubic imresize, threshold 1/2
@@ -26,6 +28,9 @@ DIR holds images/NAME.(jpg|jpeg|png) and masks/NAME.png (255 object, 0 backgroun
      grabcut_full         the same on the crop at its original resolution
      grabcut_trimap_full  full resolution; inside probable fg, a --trimap_band pixel
                           band outside probable bg, the rest bg
+     net_grabcut_full     a hybrid: grabcut_trimap_full started from the net's
+                          full-resolution mask instead of the outline (needs `net`;
+                          its time adds the net's)
    GrabCut runs --grabcut_iterations (5) iterations. Full-resolution outlines are the
    same polygons scaled by side/100 and rasterised at full size.
 5. Scores on the 100x100 crop and on the original crop: IoU and boundary F (tolerance
@@ -58,17 +63,19 @@ from PIL import Image
 
 import singleseg_jax as ss
 from experiments import cli, train
+from experiments.reports import ci, fmt, per_image_means, read_csv
 from singleseg_jax import evaluation as ev
 from singleseg_jax.evaluation import metrics as M
 from singleseg_jax.fit import fit
 
 METHODS = ("net", "outline", "thumbnail_nearest", "thumbnail_bicubic", "grabcut_100",
-           "grabcut_full", "grabcut_trimap_full")
-CV2_METHODS = frozenset({"grabcut_100", "grabcut_full", "grabcut_trimap_full"})
+           "grabcut_full", "grabcut_trimap_full", "net_grabcut_full")
+CV2_METHODS = frozenset({"grabcut_100", "grabcut_full", "grabcut_trimap_full",
+                         "net_grabcut_full"})
 FULL_RES_METHODS = frozenset({"outline", "grabcut_full", "grabcut_trimap_full"})
 IMAGE_EXTS = (".jpg", ".jpeg", ".png")
 MIN_OBJECT_FRACTION = 0.01
-FIELDS = ("image", "method", "d", "sigma", "vertices", "seed", "side", "outline_iou",
+FIELDS = ("image", "method", "variant", "d", "sigma", "vertices", "seed", "side", "outline_iou",
           "outline_iou_full", "iou", "bf", "bf_precision", "bf_recall", "iou_full", "bf_full",
           "seconds", "fit_seconds", "fit_epochs", "note")
 IMAGE_FIELDS = ("image", "status", "height", "width", "side", "object_fraction", "fit_seconds",
@@ -206,12 +213,13 @@ class NetRunner:
         pass
       self.warm = True
     t0 = time.perf_counter()
+    soft = None
     try:
-      mask = ss.segment(self.state, self.image, outline, jax.random.key(self.seed)).mask
-      note = ""
+      res = ss.segment(self.state, self.image, outline, jax.random.key(self.seed))
+      mask, soft, note = res.mask, res.probability, ""
     except ss.InputError:  # the outline covers no thumbnail pixel: the net gets nothing
       mask, note = np.zeros_like(outline), "outline covers no thumbnail pixel: empty mask"
-    return np.asarray(mask, bool), time.perf_counter() - t0, note
+    return np.asarray(mask, bool), soft, time.perf_counter() - t0, note
 
 
 def run_method(method, case: Case, outline, outline_full, net, opts):
@@ -219,8 +227,10 @@ def run_method(method, case: Case, outline, outline_full, net, opts):
   t0 = time.perf_counter()
   note = ""
   if method == "net":
-    mask, seconds, note = net(outline)
-    return mask, None, seconds, note
+    mask, soft, seconds, note = net(outline)
+    side = case.full.object.shape[0]
+    full = None if soft is None else M.resize_mask(soft, (side, side))
+    return mask, full, seconds, note
   if method == "outline":
     return ev.outline_answer(outline), ev.outline_answer(outline_full), 0.0, ""
   if method == "thumbnail_nearest":
@@ -263,43 +273,33 @@ def evaluate_image(case: Case, net, settings, methods, opts, fit_info) -> tuple[
             "outline_iou": M.iou(out.mask, case.small.object, case.small.ignore),
             "outline_iou_full": M.iou(outline_full, case.full.object, case.full.ignore),
             **fit_info}
+    net_answer = None
     for method in methods:
-      small, full, seconds, note = run_method(method, case, out.mask, outline_full, net, opts)
+      if method == "net_grabcut_full":
+        start = net_answer[1] if net_answer[1] is not None else \
+            M.resize_mask(net_answer[0], (side, side))
+        t0 = time.perf_counter()
+        full = ev.grabcut(case.crop, start, band=opts["band"], iterations=opts["iterations"])
+        small, seconds = None, time.perf_counter() - t0 + net_answer[2]
+        note = "grabcut cannot run: answered the net's mask" \
+            if ev.grabcut_degenerate(ev.grabcut_init(start, opts["band"])) else ""
+      else:
+        small, full, seconds, note = run_method(method, case, out.mask, outline_full, net, opts)
+      if method == "net":
+        net_answer = (small, full, seconds)
       if small is None:
         small = M.resize_mask(full, (size, size))
       if full is None:
         full = M.resize_mask(small, (side, side))
       a = M.scores(small, case.small, tol_small)
       b = M.scores(full, case.full, tol_full)
-      rows.append({**base, "method": method, **a, "iou_full": b["iou"], "bf_full": b["bf"],
+      rows.append({**base, "method": method, "variant": opts["variant"] if method == "net" else "",
+                   **a, "iou_full": b["iou"], "bf_full": b["bf"],
                    "seconds": seconds, "note": note})
   return rows, skipped
 
 
 # ----------------------------------------------------------------------------- output
-
-
-def _fmt(mean, half, digits=3):
-  if not np.isfinite(mean):
-    return "–"
-  if not np.isfinite(half):
-    return f"{mean:.{digits}f}"
-  return f"{mean:.{digits}f} ± {half:.{digits}f}"
-
-
-def _per_image_means(rows, key, where=lambda r: True):
-  by = {}
-  for r in rows:
-    if where(r) and r[key] != "" and np.isfinite(float(r[key])):
-      by.setdefault(r["image"], []).append(float(r[key]))
-  return {k: float(np.mean(v)) for k, v in by.items()}
-
-
-def _ci(rows, key, where=lambda r: True):
-  """Mean and 95% t half-width over per-image means (rows of one image are not
-  independent: they share the image, the net and the ground truth)."""
-  means = _per_image_means(rows, key, where)
-  return (*M.summarise_ci(list(means.values())), len(means))
 
 
 def summary_markdown(rows, image_rows, skipped, methods, meta) -> str:
@@ -319,14 +319,14 @@ def summary_markdown(rows, image_rows, skipped, methods, meta) -> str:
             "| method | IoU 100 | BF 100 | IoU full | BF full | time/seg (ms) |",
             "|---|---|---|---|---|---|"]
   outline_rows = [r for r in rows if r["method"] == methods[0]]
-  m_oiu = _ci(outline_rows, "outline_iou")
-  m_oiuf = _ci(outline_rows, "outline_iou_full")
-  lines.append(f"| *(outline's own IoU)* | {_fmt(*m_oiu[:2])} | | {_fmt(*m_oiuf[:2])} | | |")
+  m_oiu = ci(outline_rows, "outline_iou")
+  m_oiuf = ci(outline_rows, "outline_iou_full")
+  lines.append(f"| *(outline's own IoU)* | {fmt(*m_oiu[:2])} | | {fmt(*m_oiuf[:2])} | | |")
   for m in methods:
     sel = lambda r, m=m: r["method"] == m
     ms = [float(r["seconds"]) for r in rows if sel(r)]
     t = f"{1000 * np.median(ms):.1f}" if ms else "–"
-    cells = [_fmt(*_ci(rows, k, sel)[:2]) for k in ("iou", "bf", "iou_full", "bf_full")]
+    cells = [fmt(*ci(rows, k, sel)[:2]) for k in ("iou", "bf", "iou_full", "bf_full")]
     lines.append(f"| {m} | " + " | ".join(cells) + f" | {t} |")
   lines.append("")
   ds = sorted({float(r["d"]) for r in rows})
@@ -338,11 +338,11 @@ def summary_markdown(rows, image_rows, skipped, methods, meta) -> str:
               "| method | " + " | ".join(f"d={d:g}" for d in ds) + " |",
               "|---|" + "---|" * len(ds)]
     okey = "outline_iou_full" if key == "iou_full" else "outline_iou"
-    cells = [_fmt(*_ci(outline_rows, okey, lambda r, d=d: float(r["d"]) == d)[:2], 2)
+    cells = [fmt(*ci(outline_rows, okey, lambda r, d=d: float(r["d"]) == d)[:2], 2)
              for d in ds]
     lines.append("| *(outline's own IoU)* | " + " | ".join(cells) + " |")
     for m in methods:
-      cells = [_fmt(*_ci(rows, key, lambda r, m=m, d=d: r["method"] == m
+      cells = [fmt(*ci(rows, key, lambda r, m=m, d=d: r["method"] == m
                           and float(r["d"]) == d)[:2], 2) for d in ds]
       lines.append(f"| {m} | " + " | ".join(cells) + " |")
     lines.append("")
@@ -352,7 +352,7 @@ def summary_markdown(rows, image_rows, skipped, methods, meta) -> str:
               "| method | " + " | ".join(f"sigma={s:g}" for s in sigmas) + " |",
               "|---|" + "---|" * len(sigmas)]
     for m in methods:
-      cells = [_fmt(*_ci(rows, "iou_full", lambda r, m=m, s=s: r["method"] == m
+      cells = [fmt(*ci(rows, "iou_full", lambda r, m=m, s=s: r["method"] == m
                           and float(r["sigma"]) == s)[:2], 3) for s in sigmas]
       lines.append(f"| {m} | " + " | ".join(cells) + " |")
     lines.append("")
@@ -366,10 +366,10 @@ def summary_markdown(rows, image_rows, skipped, methods, meta) -> str:
         continue
       cells = []
       for key in ("iou", "iou_full", "bf_full"):
-        net_means = _per_image_means(rows, key, lambda r: r["method"] == "net")
-        other = _per_image_means(rows, key, lambda r, m=m: r["method"] == m)
+        net_means = per_image_means(rows, key, lambda r: r["method"] == "net")
+        other = per_image_means(rows, key, lambda r, m=m: r["method"] == m)
         diffs = [other[k] - net_means[k] for k in net_means if k in other]
-        cells.append(_fmt(*M.summarise_ci(diffs)))
+        cells.append(fmt(*M.summarise_ci(diffs)))
       lines.append(f"| {m} | " + " | ".join(cells) + " |")
     lines.append("")
   if done:
@@ -378,7 +378,7 @@ def summary_markdown(rows, image_rows, skipped, methods, meta) -> str:
               "| image | side | object | fit (s) | epochs | stopped | net IoU full | "
               "best baseline IoU full |", "|---|---|---|---|---|---|---|---|"]
     for r in done:
-      means = {m: _per_image_means(rows, "iou_full", lambda x, m=m: x["method"] == m
+      means = {m: per_image_means(rows, "iou_full", lambda x, m=m: x["method"] == m
                                    ).get(r["image"], float("nan")) for m in methods}
       others = {m: v for m, v in means.items() if m != "net"}
       best = max(others, key=lambda m: others[m]) if others else None
@@ -404,7 +404,7 @@ def plot(rows, methods, path):
   colours = plt.get_cmap("tab10")
   outline_rows = [r for r in rows if r["method"] == methods[0]]
   for i, m in enumerate(methods):
-    mean_ci = [_ci(rows, "iou_full", lambda r, m=m, d=d: r["method"] == m
+    mean_ci = [ci(rows, "iou_full", lambda r, m=m, d=d: r["method"] == m
                    and float(r["d"]) == d)[:2] for d in ds]
     y = np.array([c[0] for c in mean_ci])
     e = np.nan_to_num(np.array([c[1] for c in mean_ci]))
@@ -420,7 +420,7 @@ def plot(rows, methods, path):
         xs.append(ox[inb].mean())
         ys.append(oy[inb].mean())
     axes[1].plot(xs, ys, marker="o", ms=3, color=colours(i), label=m)
-  o = [_ci(outline_rows, "outline_iou_full", lambda r, d=d: float(r["d"]) == d)[0] for d in ds]
+  o = [ci(outline_rows, "outline_iou_full", lambda r, d=d: float(r["d"]) == d)[0] for d in ds]
   axes[0].plot(ds, o, ls=":", color="k", label="outline's own IoU")
   axes[0].set_xlabel("outline offset d (pixels at 100x100; < 0 inside the object)")
   axes[0].set_ylabel("IoU at full resolution (mean, 95% CI over images)")
@@ -436,14 +436,9 @@ def plot(rows, methods, path):
   plt.close(fig)
 
 
-def _read_csv(path):
-  with open(path, newline="") as f:
-    return list(csv.DictReader(f))
-
-
 def write_reports(out, methods, skipped, meta):
-  rows = _read_csv(os.path.join(out, "results.csv"))
-  image_rows = _read_csv(os.path.join(out, "images.csv"))
+  rows = read_csv(os.path.join(out, "results.csv"))
+  image_rows = read_csv(os.path.join(out, "images.csv"))
   with open(os.path.join(out, "summary.md"), "w") as f:
     f.write(summary_markdown(rows, image_rows, skipped, methods, meta))
   if rows:
@@ -459,6 +454,19 @@ def write_reports(out, methods, skipped, meta):
 # ----------------------------------------------------------------------------- main
 
 
+def fit_schedule(config) -> str:
+  """One line that says how the net was fitted."""
+  if config.variant == "snap":
+    net = (f"snap: {config.snap_segments} superpixels, hidden {config.snap_hidden}, "
+           f"{config.snap_rounds} rounds, {config.snap_steps} updates of batch "
+           f"{config.batch_size} per epoch, {config.num_samples} pairs")
+  else:
+    net = (f"paper: in_channels {config.in_channels}, width {config.width}, "
+           f"{config.num_samples} pairs, batch {config.batch_size}")
+  return (f"{net}, at most {config.num_epochs} epochs (patience {config.patience}), "
+          f"lr {config.learning_rate}, seed {config.seed}")
+
+
 def _hms(seconds: float) -> str:
   return time.strftime("%H:%M:%S", time.gmtime(max(seconds, 0)))
 
@@ -470,6 +478,9 @@ def main(argv):
   unknown = [m for m in methods if m not in METHODS]
   if unknown or not methods:
     raise ss.InputError(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
+  if "net_grabcut_full" in methods and ("net" not in methods
+                                        or methods.index("net") > methods.index("net_grabcut_full")):
+    raise ss.InputError("--methods: net_grabcut_full needs net listed before it")
   if CV2_METHODS & set(methods):
     ev.require_cv2()
   train.fit_options(config)  # validates the schedule before any work
@@ -489,13 +500,11 @@ def main(argv):
     images = images[:FLAGS.max_images]
   os.makedirs(FLAGS.out, exist_ok=True)
   opts = {"tolerance": FLAGS.bf_tolerance, "iterations": FLAGS.grabcut_iterations,
-          "band": FLAGS.trimap_band}
+          "band": FLAGS.trimap_band, "variant": config.variant}
   meta = {"command": " ".join(["python -m experiments.evaluate"] + sys.argv[1:]),
           "data": os.path.abspath(FLAGS.data_dir), "crop": FLAGS.crop,
-          "fit schedule": (f"in_channels {config.in_channels}, width {config.width}, "
-                           f"{config.num_samples} pairs, batch {config.batch_size}, at most "
-                           f"{config.num_epochs} epochs (patience {config.patience}), "
-                           f"lr {config.learning_rate}, seed {config.seed}"),
+          "net variant": config.variant,
+          "fit schedule": fit_schedule(config),
           "outlines": (f"d in {d_values}, sigma in {sigmas}, vertices in {vertices} "
                        f"(0 = all), {FLAGS.seeds} seeds each: {len(settings)} per image"),
           "boundary F tolerance": f"{FLAGS.bf_tolerance:g} px at 100x100 (x side/100 full)",

@@ -56,7 +56,8 @@ def main(argv):
     Image.fromarray(r.mask).save(os.path.join(out, f"mask_{k}.png"))
     Image.fromarray(r.cutout).save(os.path.join(out, f"cutout_{k}.png"))
     if original is not None:
-      big, cut = cutouts.full_resolution(res.mask[k], original, info["crop_box"])
+      soft = res.mask[k] if res.probability is None else res.probability[k]
+      big, cut = cutouts.full_resolution(soft, original, info["crop_box"])
       Image.fromarray(big.astype(np.uint8) * 255).save(os.path.join(out, f"mask_{k}_full.png"))
       Image.fromarray(cut).save(os.path.join(out, f"cutout_{k}_full.png"))
     print(f"{k}: {name}: mask covers {res.mask[k].mean():.1%} of the 100x100 image")

@@ -129,7 +129,7 @@ class App:
       self.requests += 1
       key = jax.random.key(self.requests)
       res = ss.segment(self.model, self.image, outline, key)
-    batched = ss.Segmentation(*(a[None] for a in res))
+    batched = ss.Segmentation(*(None if a is None else a[None] for a in res))
     r = cutouts.render(self.image, outline, batched, 0, zoom=1)
     return {"row": data_url(r.row), "mask": data_url(r.mask), "cutout": data_url(r.cutout),
             "coverage": float(res.mask.mean())}

@@ -10,7 +10,8 @@ The workdir holds:
   checkpoints/best   the state with the lowest val loss
   loss_curve.png     train and val loss per epoch (as the paper's Fig. 4)
   val_grid.png       validation outputs of the best net (top row) above their
-                     targets (bottom row), as the paper's Fig. 5
+                     targets (bottom row), as the paper's Fig. 5 (snap: three rows,
+                     the sloppy outline, the output and the target region)
 
 Rerunning the same command after a kill resumes from checkpoints/latest; because the
 keys are derived from the seed and the epoch number, the result is the same as an
@@ -30,7 +31,8 @@ from absl import logging
 from PIL import Image
 
 import singleseg_jax as ss
-from singleseg_jax.fit import FitOptions, FitState, TrainingDiverged, fit, fixed_data, init_state
+from singleseg_jax.fit import (FitOptions, FitState, TrainingDiverged, fit, fixed_data, init_state,
+                              snap_data)
 from experiments import figures
 
 #: Config fields that may change between a run and its resumption.
@@ -122,9 +124,10 @@ class _Progress:
     done = record["epoch"] - self.start
     per = (time.perf_counter() - self.t0) / max(done, 1)
     eta = per * (self.total - record["epoch"])
-    logging.info("epoch %d/%d  train %.4g  val %.4g  (val mse %.5f)  %.2f s/epoch  ETA %s "
+    extra = "mse" if "val_mse" in record else "error"
+    logging.info("epoch %d/%d  train %.4g  val %.4g  (val %s %.5f)  %.2f s/epoch  ETA %s "
                  "(at most; the plateau rule may stop sooner)", record["epoch"], self.total,
-                 record["train_loss"], record["val_loss"], record["val_mse"], per,
+                 record["train_loss"], record["val_loss"], extra, record[f"val_{extra}"], per,
                  time.strftime("%H:%M:%S", time.gmtime(eta)))
 
 
@@ -225,11 +228,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     json.dump(info, f, indent=2)
 
   best_state, _ = _restore(best, template)
-  _, val = fixed_data(key, prep.image, options)
   figures.loss_curve(history, os.path.join(workdir, "loss_curve.png"))
-  n = min(config.num_grid, len(val))
-  preds = np.asarray(best_state.train.apply(val.inputs[:n]))
-  targets = np.asarray(val.targets[:n])
-  figures.image_grid([[p, t] for p, t in zip(preds, targets)],  # top: output, bottom: target
+  figures.image_grid(_val_columns(key, prep.image, options, best_state.train, config.num_grid),
                      os.path.join(workdir, "val_grid.png"))
   return info
+
+
+def _val_columns(key, image, options: FitOptions, state, num: int) -> list:
+  """Columns of val_grid.png: the net's output over its target (snap: with the
+  sloppy outline on top)."""
+  if options.variant == "snap":
+    _, val = snap_data(key, image, options)
+    n = min(num, val.outlines.shape[0])
+    outlines, regions = np.asarray(val.outlines[:n]), np.asarray(val.regions[:n])
+    prob = ss.segment(state, image, outlines, key).probability
+    img = image / 255.0
+    return [[np.where(o[..., None], img, img / 3), img * p[..., None], img * r[..., None]]
+            for o, p, r in zip(outlines, prob, regions)]
+  _, val = fixed_data(key, image, options)
+  n = min(num, len(val))
+  preds = np.asarray(state.apply(val.inputs[:n]))
+  return [[p, t] for p, t in zip(preds, np.asarray(val.targets[:n]))]

@@ -362,9 +362,10 @@ def test_evaluate_cli_end_to_end(tmp_path):
   with open(out / "results.csv") as f:
     rows = list(csv.DictReader(f))
   methods = {"net", "outline", "thumbnail_nearest", "thumbnail_bicubic", "grabcut_100",
-             "grabcut_full", "grabcut_trimap_full"}
+             "grabcut_full", "grabcut_trimap_full", "net_grabcut_full"}
   assert {r["method"] for r in rows} == methods
   assert {r["image"] for r in rows} == {"a_disc", "b_square"}
+  assert {r["variant"] for r in rows if r["method"] == "net"} == {"paper"}
   assert len(rows) == 2 * 3 * 2 * 1 * len(methods)  # images x d x sigma x seeds x methods
   for r in rows:
     for k in ("iou", "bf", "iou_full", "bf_full", "outline_iou", "outline_iou_full"):
@@ -394,3 +395,8 @@ def test_evaluate_cli_bad_flags_are_one_line(tmp_path):
       cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
   assert proc.returncode == 2 and proc.stderr.strip().startswith("error:")
   assert "no images/ directory" in proc.stderr
+  proc = subprocess.run(
+      [sys.executable, "-m", "experiments.evaluate", "--config=experiments/configs/runlocal.py",
+       f"--data_dir={tmp_path}", f"--out={tmp_path / 'o'}", "--methods=net_grabcut_full,net"],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 2 and "needs net listed before it" in proc.stderr

@@ -1,4 +1,5 @@
 """The experiment entry points end to end with the runlocal config."""
+import csv
 import json
 import os
 import signal
@@ -226,3 +227,71 @@ def test_load_run_reads_checkpoint_and_needs_run_json(tmp_path, photo_path):
   os.remove(os.path.join(work, "run.json"))
   with pytest.raises(ss.InputError, match="run.json"):
     train.load_run(work)
+
+
+def test_snap_variant_end_to_end(tmp_path, photo_path):
+  """configs/snap.py's variant through train, resume files, figures and segment."""
+  workdir = str(tmp_path / "snap")
+  info = train.train_and_evaluate(
+      _config(photo_path, variant="snap", num_samples=40, batch_size=16, snap_steps=2,
+              snap_hidden=16, snap_rounds=1, num_epochs=2, learning_rate=3e-3), workdir)
+  assert info["epochs"] == 2 and info["params"] > 0
+  records = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+  assert [r["epoch"] for r in records] == [1, 2]
+  assert all(0 <= r["val_error"] <= 1 for r in records)
+  grid = Image.open(os.path.join(workdir, "val_grid.png"))
+  assert grid.format == "PNG" and grid.size[1] > 3 * 100  # outline, output, target rows
+  config, state, image, _ = train.load_run(workdir)
+  assert config.variant == "snap" and image.shape == (100, 100, 3)
+  out = tmp_path / "seg"
+  res = _cli("experiments.segment", f"--workdir={workdir}", "--box=20,20,80,80", f"--out={out}")
+  assert res.returncode == 0, res.stderr[-2000:]
+  assert Image.open(out / "row_0.png").size == (600, 200)
+  assert Image.open(out / "cutout_0_full.png").size == (120, 120)
+
+
+def test_compare_builds_the_ablation_table(tmp_path):
+  from experiments.evaluate import FIELDS, IMAGE_FIELDS
+  runs = []
+  for name, variant, shift in (("a", "paper", 0.0), ("b", "snap", 0.1)):
+    d = tmp_path / name
+    d.mkdir()
+    rows = []
+    for image in ("x", "y", "z"):
+      for method, iou in (("net", 0.6 + shift), ("outline", 0.7), ("grabcut_trimap_full", 0.65)):
+        iou_img = iou + (0.02 if image == "y" else 0.0)
+        rows.append({"image": image, "method": method, "variant": variant if method == "net"
+                     else "", "d": "0.0", "sigma": "0.0", "vertices": "16", "seed": "0",
+                     "side": "100", "outline_iou": "0.7", "outline_iou_full": "0.7",
+                     "iou": iou_img, "bf": 0.5, "bf_precision": 0.5, "bf_recall": 0.5,
+                     "iou_full": iou_img, "bf_full": 0.5, "seconds": 0.01,
+                     "fit_seconds": 10, "fit_epochs": 2, "note": ""})
+    with open(d / "results.csv", "w", newline="") as f:
+      w = csv.DictWriter(f, FIELDS)
+      w.writeheader()
+      w.writerows(rows)
+    with open(d / "images.csv", "w", newline="") as f:
+      w = csv.DictWriter(f, IMAGE_FIELDS)
+      w.writeheader()
+      w.writerows([{"image": i, "status": "ok", "fit_seconds": 10 + 5 * (name == "b")}
+                   for i in ("x", "y", "z")])
+    runs.append(str(d))
+  res = _cli("experiments.compare", f"--runs={','.join(runs)}", f"--out={tmp_path / 'o'}")
+  assert res.returncode == 0, res.stderr[-2000:]
+  with open(tmp_path / "o" / "ablation.csv") as f:
+    table = {r["method"]: r for r in csv.DictReader(f)}
+  assert set(table) == {"net: paper (a)", "net: snap (b)", "outline", "grabcut_trimap_full"}
+  np.testing.assert_allclose(float(table["net: snap (b)"]["diff"]), 0.05, atol=1e-9)
+  np.testing.assert_allclose(float(table["net: paper (a)"]["iou_full"]), 0.6 + 0.02 / 3)
+  assert float(table["net: snap (b)"]["fit_s"]) == 15
+  assert "| net: snap (b) |" in (tmp_path / "o" / "ablation.md").read_text()
+  # Runs on other outlines are refused with one line.
+  rows = list(csv.DictReader(open(os.path.join(runs[1], "results.csv"))))
+  rows[0]["d"] = "2.0"
+  with open(os.path.join(runs[1], "results.csv"), "w", newline="") as f:
+    w = csv.DictWriter(f, FIELDS)
+    w.writeheader()
+    w.writerows(rows)
+  res = _cli("experiments.compare", f"--runs={','.join(runs)}", f"--out={tmp_path / 'o2'}")
+  assert res.returncode == 2 and res.stderr.strip().startswith("error:")
+  assert "same flags" in res.stderr

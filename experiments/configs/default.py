@@ -13,6 +13,15 @@ def get_config() -> ml_collections.ConfigDict:
   config.size = 100             # the net's output side (fixed by the paper's net)
   config.scale = 0.1            # thumbnail = size * scale = 10 (fixed by the net)
 
+  # "paper": the seed's net (all fields below as in the paper). "snap": the superpixel
+  # graph net of singleseg_jax/snap.py (beyond the paper; configs/snap.py), which uses
+  # the snap_* fields, batch_size, learning_rate, num_samples (for its val pairs) too.
+  config.variant = "paper"
+  config.snap_segments = 100    # superpixels of the 100x100 image
+  config.snap_hidden = 64       # graph net width
+  config.snap_rounds = 3        # message-passing rounds
+  config.snap_steps = 25        # updates (fresh batches) per epoch
+
   config.in_channels = 256
   config.width = 1.0            # hidden widths 256-128-64-32-8 times this; last stays 3
   config.dtype = "float32"      # compute dtype: float32 or bfloat16

@@ -135,9 +135,11 @@ def resolve_band(labels: Labels) -> np.ndarray:
 
 
 def resize_mask(mask, out_hw) -> np.ndarray:
-  """A boolean mask resized with `imresize` as a 0/255 image and thresholded at 128."""
-  m = np.asarray(mask).astype(bool)
-  return resize_levels_2d(m.astype(np.float64) * 255, out_hw) >= 128
+  """A mask resized with `imresize` as a 0/255 image and thresholded at 128. A float
+  mask is taken as a probability in [0, 1] (not rounded first)."""
+  m = np.asarray(mask)
+  m = m.astype(np.float64) if np.issubdtype(m.dtype, np.floating) else m.astype(bool)
+  return resize_levels_2d(np.clip(m, 0, 1).astype(np.float64) * 255, out_hw) >= 128
 
 
 def crop_box_array(a: np.ndarray, crop_box) -> np.ndarray:
