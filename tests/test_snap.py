@@ -102,3 +102,21 @@ def test_paper_variant_is_unchanged_by_the_snap_code():
   np.testing.assert_allclose(float(np.asarray(seg.output, np.float64).sum()),
                              14954.985976219177, rtol=1e-5)
   np.testing.assert_allclose(state.plateau.best, 3302.617919921875, rtol=1e-5)
+
+
+@pytest.mark.parametrize("segments,hidden,rounds", [(49, 8, 0), (144, 16, 2)])
+def test_each_snap_switch_builds_and_trains(image, segments, hidden, rounds):
+  opts = FitOptions(**{**OPTIONS.__dict__, "snap_segments": segments, "snap_hidden": hidden,
+                       "snap_rounds": rounds, "snap_steps": 2, "num_epochs": 1,
+                       "batch_size": 8})
+  graph, val = snap_data(jax.random.key(0), image, opts)
+  assert graph.area.shape == (segments,) and graph.colour_kernels.shape[1:] == (segments,) * 2
+  state = init_state(jax.random.key(0), opts)
+  before = jax.tree.map(np.asarray, state.params)
+  state, m = snap.train_epoch(state, graph, jax.random.key(1), steps=2, batch_size=8)
+  assert int(state.step) == 2 and np.isfinite(float(m["loss"]))
+  changed = [not np.allclose(a, np.asarray(b)) for a, b in
+             zip(jax.tree.leaves(before), jax.tree.leaves(state.params))]
+  assert all(changed)
+  p = snap.probability(state.model(), graph, val.outlines[:2])
+  assert p.shape == (2, 100, 100)
