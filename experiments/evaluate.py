@@ -31,6 +31,8 @@ DIR holds images/NAME.(jpg|jpeg|png) and masks/NAME.png (255 object, 0 backgroun
      net_grabcut_full     a hybrid: grabcut_trimap_full started from the net's
                           full-resolution mask instead of the outline (needs `net`;
                           its time adds the net's)
+     union_grabcut_full   the same started from the outline united with the net's
+                          mask (the net may only extend the outline; GrabCut trims)
    GrabCut runs --grabcut_iterations (5) iterations. Full-resolution outlines are the
    same polygons scaled by side/100 and rasterised at full size.
 5. Scores on the 100x100 crop and on the original crop: IoU and boundary F (tolerance
@@ -63,23 +65,20 @@ from PIL import Image
 
 import singleseg_jax as ss
 from experiments import cli, train
-from experiments.reports import ci, fmt, per_image_means, read_csv
+from experiments.reports import FIELDS, IMAGE_FIELDS, ci, fmt, per_image_means, read_csv
 from singleseg_jax import evaluation as ev
 from singleseg_jax.evaluation import metrics as M
 from singleseg_jax.fit import fit
 
 METHODS = ("net", "outline", "thumbnail_nearest", "thumbnail_bicubic", "grabcut_100",
-           "grabcut_full", "grabcut_trimap_full", "net_grabcut_full")
+           "grabcut_full", "grabcut_trimap_full", "net_grabcut_full", "union_grabcut_full")
+HYBRID_METHODS = ("net_grabcut_full", "union_grabcut_full")
 CV2_METHODS = frozenset({"grabcut_100", "grabcut_full", "grabcut_trimap_full",
-                         "net_grabcut_full"})
+                         *HYBRID_METHODS})
 FULL_RES_METHODS = frozenset({"outline", "grabcut_full", "grabcut_trimap_full"})
 IMAGE_EXTS = (".jpg", ".jpeg", ".png")
 MIN_OBJECT_FRACTION = 0.01
-FIELDS = ("image", "method", "variant", "d", "sigma", "vertices", "seed", "side", "outline_iou",
-          "outline_iou_full", "iou", "bf", "bf_precision", "bf_recall", "iou_full", "bf_full",
-          "seconds", "fit_seconds", "fit_epochs", "note")
-IMAGE_FIELDS = ("image", "status", "height", "width", "side", "object_fraction", "fit_seconds",
-                "fit_epochs", "fit_stopped", "outlines", "eval_seconds", "reason")
+
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", "experiments/configs/evaluate.py",
@@ -275,13 +274,17 @@ def evaluate_image(case: Case, net, settings, methods, opts, fit_info) -> tuple[
             **fit_info}
     net_answer = None
     for method in methods:
-      if method == "net_grabcut_full":
-        start = net_answer[1] if net_answer[1] is not None else \
+      if method in HYBRID_METHODS:
+        net_full = net_answer[1] if net_answer[1] is not None else \
             M.resize_mask(net_answer[0], (side, side))
+        start = net_full | outline_full if method == "union_grabcut_full" else net_full
         t0 = time.perf_counter()
-        full = ev.grabcut(case.crop, start, band=opts["band"], iterations=opts["iterations"])
+        full = ev.grabcut(case.crop, start, band=opts["band"], iterations=opts["iterations"]) \
+            if method == "net_grabcut_full" else \
+            ev.union_grabcut(case.crop, outline_full, net_full, band=opts["band"],
+                             iterations=opts["iterations"])
         small, seconds = None, time.perf_counter() - t0 + net_answer[2]
-        note = "grabcut cannot run: answered the net's mask" \
+        note = "grabcut cannot run: answered its start mask" \
             if ev.grabcut_degenerate(ev.grabcut_init(start, opts["band"])) else ""
       else:
         small, full, seconds, note = run_method(method, case, out.mask, outline_full, net, opts)
@@ -478,9 +481,10 @@ def main(argv):
   unknown = [m for m in methods if m not in METHODS]
   if unknown or not methods:
     raise ss.InputError(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
-  if "net_grabcut_full" in methods and ("net" not in methods
-                                        or methods.index("net") > methods.index("net_grabcut_full")):
-    raise ss.InputError("--methods: net_grabcut_full needs net listed before it")
+  for hybrid in HYBRID_METHODS:
+    if hybrid in methods and ("net" not in methods
+                              or methods.index("net") > methods.index(hybrid)):
+      raise ss.InputError(f"--methods: {hybrid} needs net listed before it")
   if CV2_METHODS & set(methods):
     ev.require_cv2()
   train.fit_options(config)  # validates the schedule before any work

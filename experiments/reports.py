@@ -7,6 +7,13 @@ import numpy as np
 
 from singleseg_jax.evaluation import metrics as M
 
+#: Columns of results.csv (one row per image x method x outline) and images.csv.
+FIELDS = ("image", "method", "variant", "d", "sigma", "vertices", "seed", "side", "outline_iou",
+          "outline_iou_full", "iou", "bf", "bf_precision", "bf_recall", "iou_full", "bf_full",
+          "seconds", "fit_seconds", "fit_epochs", "note")
+IMAGE_FIELDS = ("image", "status", "height", "width", "side", "object_fraction", "fit_seconds",
+                "fit_epochs", "fit_stopped", "outlines", "eval_seconds", "reason")
+
 
 def fmt(mean, half, digits=3):
   if not np.isfinite(mean):

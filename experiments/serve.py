@@ -1,8 +1,10 @@
 """Draw a sloppy outline in the browser, get the cut-out.
 
   python -m experiments.serve --workdir=runs/cat              # a fitted run
-  python -m experiments.serve --image=photo.jpg               # fit first (demo config),
-                                                               # saved to runs/photo
+  python -m experiments.serve --image=photo.jpg               # fit first (snap config:
+                                                               # the best variant on the
+                                                               # outline benchmark), saved
+                                                               # to runs/photo
 Then open the printed address. Listens on 127.0.0.1 unless --host says otherwise.
 """
 import os
@@ -16,8 +18,10 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Run directory (fitted, or where to fit --image).")
 flags.DEFINE_string("image", None, "A photo to fit first (then --config applies).")
 config_flags.DEFINE_config_file("config", os.path.join(os.path.dirname(__file__), "configs",
-                                                       "demo.py"),
-                                "Config for fitting --image (default: the short demo fit).")
+                                                       "snap.py"),
+                                "Config for fitting --image (default: the snap variant, "
+                                "which beats the paper's net on sloppy outlines; "
+                                "configs/demo.py for the paper's).")
 flags.DEFINE_string("host", "127.0.0.1", "Address to listen on (loopback by default).")
 flags.DEFINE_integer("port", 8000, "Port (0 picks a free one).")
 

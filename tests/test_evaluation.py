@@ -307,6 +307,19 @@ def test_grabcut_plain_and_trimap_on_a_known_image():
   np.testing.assert_array_equal(baselines.grabcut(img, everything), everything)
 
 
+def test_union_grabcut_lets_the_net_extend_a_tight_outline():
+  pytest.importorskip("cv2")
+  img, disc = _synthetic(240, 240, r=60)
+  tight = outlines.offset_mask(disc, -20)  # far inside: the 5-px band cannot reach out
+  net = outlines.offset_mask(disc, 2)      # a net that saw the object go on
+  alone = baselines.grabcut(img, tight, band=5)
+  union = baselines.union_grabcut(img, tight, net)
+  assert metrics.iou(alone, disc) < 0.8 < 0.95 < metrics.iou(union, disc)
+  np.testing.assert_array_equal(union, baselines.grabcut(img, tight | net, band=5))
+  # An empty net mask leaves the trimap baseline.
+  np.testing.assert_array_equal(baselines.union_grabcut(img, tight, np.zeros_like(tight)), alone)
+
+
 def test_grabcut_without_opencv_says_how_to_install(monkeypatch):
   monkeypatch.setitem(sys.modules, "cv2", None)
   with pytest.raises(InputError, match=r"singleseg-jax\[eval\]"):
@@ -362,7 +375,7 @@ def test_evaluate_cli_end_to_end(tmp_path):
   with open(out / "results.csv") as f:
     rows = list(csv.DictReader(f))
   methods = {"net", "outline", "thumbnail_nearest", "thumbnail_bicubic", "grabcut_100",
-             "grabcut_full", "grabcut_trimap_full", "net_grabcut_full"}
+             "grabcut_full", "grabcut_trimap_full", "net_grabcut_full", "union_grabcut_full"}
   assert {r["method"] for r in rows} == methods
   assert {r["image"] for r in rows} == {"a_disc", "b_square"}
   assert {r["variant"] for r in rows if r["method"] == "net"} == {"paper"}

@@ -1,5 +1,6 @@
 """The experiment entry points end to end with the runlocal config."""
 import csv
+import importlib.util
 import json
 import os
 import signal
@@ -248,10 +249,17 @@ def test_snap_variant_end_to_end(tmp_path, photo_path):
   assert res.returncode == 0, res.stderr[-2000:]
   assert Image.open(out / "row_0.png").size == (600, 200)
   assert Image.open(out / "cutout_0_full.png").size == (120, 120)
+  if importlib.util.find_spec("cv2") is not None:
+    assert "refined with GrabCut" in res.stdout  # auto: snap + GrabCut at full size
+  else:
+    assert "refined" not in res.stdout
+  res = _cli("experiments.segment", f"--workdir={workdir}", "--box=20,20,80,80",
+             f"--out={tmp_path / 'seg2'}", "--refine=none")
+  assert res.returncode == 0 and "refined" not in res.stdout, res.stderr[-2000:]
 
 
 def test_compare_builds_the_ablation_table(tmp_path):
-  from experiments.evaluate import FIELDS, IMAGE_FIELDS
+  from experiments.reports import FIELDS, IMAGE_FIELDS
   runs = []
   for name, variant, shift in (("a", "paper", 0.0), ("b", "snap", 0.1)):
     d = tmp_path / name

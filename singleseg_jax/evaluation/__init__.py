@@ -7,7 +7,7 @@ metrics with an ignore band, and baselines (outline, thumbnail round trip, GrabC
 """
 from singleseg_jax.evaluation.baselines import (grabcut, grabcut_degenerate, grabcut_init,
                                                 outline_answer, require_cv2, thumbnail_of,
-                                                thumbnail_roundtrip)
+                                                thumbnail_roundtrip, union_grabcut)
 from singleseg_jax.evaluation.metrics import (BoundaryScore, Labels, boundary, boundary_fscore,
                                               downsample_labels, iou, resize_mask, resolve_band,
                                               split_labels)
@@ -21,5 +21,5 @@ __all__ = [
     "downsample_labels", "grabcut", "grabcut_degenerate", "grabcut_init", "iou",
     "label_components", "offset_mask", "outline_answer", "rasterise", "require_cv2",
     "resample_closed", "resize_mask", "resolve_band", "simulate_outline", "split_labels",
-    "thumbnail_of", "thumbnail_roundtrip", "trace_boundary", "within_distance",
+    "thumbnail_of", "thumbnail_roundtrip", "trace_boundary", "union_grabcut", "within_distance",
 ]

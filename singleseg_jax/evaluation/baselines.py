@@ -9,7 +9,8 @@
 - `grabcut`: OpenCV's GrabCut initialised from the outline (`cv2.GC_INIT_WITH_MASK`):
   inside probable foreground; with `band=0` everything outside is background (plain);
   with `band=b` the pixels outside within b pixels of the outline are probable
-  background and the rest background (the trimap variant). OpenCV is the optional
+  background and the rest background (the trimap variant). `union_grabcut` starts
+  the trimap variant from the outline united with a net's mask. OpenCV is the optional
   `eval` extra (`pip install 'singleseg-jax[eval]'`), imported only when called.
 """
 from __future__ import annotations
@@ -112,3 +113,15 @@ def grabcut(image, outline, *, band: float = 0, iterations: int = 5, seed: int =
   bgr = np.ascontiguousarray(img[..., ::-1])
   cv2.grabCut(bgr, labels, None, bgd, fgd, int(iterations), cv2.GC_INIT_WITH_MASK)
   return np.isin(labels, (cv2.GC_FGD, cv2.GC_PR_FGD))
+
+
+def union_grabcut(image, outline, net_mask, *, band: float = 5, iterations: int = 5,
+                  seed: int = 0) -> np.ndarray:
+  """The snap + GrabCut hybrid: GrabCut with a `band`-pixel probable-background band,
+  started from the outline united with the net's mask (all at the image's size).
+
+  The net may only extend the outline (where it saw the object go on past it);
+  GrabCut then trims what the outline took in too much.
+  """
+  start = _mask(outline) | _mask(net_mask, "net mask")
+  return grabcut(image, start, band=band, iterations=iterations, seed=seed)
