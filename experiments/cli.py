@@ -22,11 +22,17 @@ def _guarded(main):
   return wrapper
 
 
+#: Libraries whose INFO lines are noise to a user: orbax logs every save, and JAX's
+#: backend lookup logs that there is no TPU plugin on every CPU start.
+_QUIET_PATHS = ("/orbax/", "/jax/_src/xla_bridge")
+
+
 def _quiet_libraries(argv):
-  """Keeps orbax's per-save INFO lines out of the progress log (warnings still show)."""
+  """Keeps library INFO lines out of the progress log (warnings still show)."""
   del argv
   absl_logging.get_absl_handler().addFilter(
-      lambda r: r.levelno >= std_logging.WARNING or "/orbax/" not in r.pathname)
+      lambda r: r.levelno >= std_logging.WARNING
+      or not any(p in r.pathname for p in _QUIET_PATHS))
 
 
 def run(main):
