@@ -141,6 +141,34 @@ def full_resolution(mask: np.ndarray, original: np.ndarray, crop_box) -> tuple[n
   return big, np.dstack([crop, np.where(big, 255, 0).astype(np.uint8)])
 
 
+def full_resolution_hybrid(outline: np.ndarray, soft: np.ndarray, original: np.ndarray,
+                           crop_box) -> tuple[np.ndarray, np.ndarray]:
+  """(mask, RGBA cut-out) at full resolution by the snap + GrabCut hybrid
+  (`singleseg_jax.evaluation.union_grabcut`, needs OpenCV): GrabCut with a 5-pixel band
+  started from the outline united with the net's mask, both sized up from 100x100."""
+  from singleseg_jax import evaluation  # noqa: PLC0415 (OpenCV is optional)
+
+  top, left, side = crop_box
+  crop = original[top:top + side, left:left + side]
+  net_big, _ = full_resolution(soft, original, crop_box)
+  outline_big, _ = full_resolution(outline, original, crop_box)
+  big = evaluation.union_grabcut(crop, outline_big, net_big)
+  return big, np.dstack([crop, np.where(big, 255, 0).astype(np.uint8)])
+
+
+def can_refine(variant: str) -> tuple[bool, str]:
+  """(whether the hybrid can run for a run of `variant`, why not)."""
+  from singleseg_jax import evaluation  # noqa: PLC0415
+
+  if variant != "snap":
+    return False, "the hybrid needs a snap run"
+  try:
+    evaluation.require_cv2()
+  except ss.InputError as e:
+    return False, str(e)
+  return True, ""
+
+
 class Rendered(NamedTuple):
   row: np.ndarray      # the three panels side by side, enlarged by `zoom`
   mask: np.ndarray     # (100, 100) uint8, 255 = object

@@ -28,7 +28,6 @@ from absl import flags, logging
 from PIL import Image
 
 import singleseg_jax as ss
-from singleseg_jax import evaluation
 from experiments import cli, cutouts, figures, train
 
 FLAGS = flags.FLAGS
@@ -67,13 +66,10 @@ def main(argv):
     Image.fromarray(r.cutout).save(os.path.join(out, f"cutout_{k}.png"))
     if original is not None:
       soft = res.mask[k] if res.probability is None else res.probability[k]
-      big, cut = cutouts.full_resolution(soft, original, info["crop_box"])
       if refine:
-        top, left, side = info["crop_box"]
-        crop = original[top:top + side, left:left + side]
-        outline_full, _ = cutouts.full_resolution(outline, original, info["crop_box"])
-        big = evaluation.union_grabcut(crop, outline_full, big)
-        cut = np.dstack([crop, np.where(big, 255, 0).astype(np.uint8)])
+        big, cut = cutouts.full_resolution_hybrid(outline, soft, original, info["crop_box"])
+      else:
+        big, cut = cutouts.full_resolution(soft, original, info["crop_box"])
       Image.fromarray(big.astype(np.uint8) * 255).save(os.path.join(out, f"mask_{k}_full.png"))
       Image.fromarray(cut).save(os.path.join(out, f"cutout_{k}_full.png"))
     print(f"{k}: {name}: mask covers {res.mask[k].mean():.1%} of the 100x100 image"
@@ -86,20 +82,12 @@ def _refinement(variant: str, have_original: bool) -> bool:
   """Whether to refine with GrabCut; raises InputError when asked for and impossible."""
   if FLAGS.refine == "none":
     return False
-  try:
-    evaluation.require_cv2()
-    cv2_ok, why = True, ""
-  except ss.InputError as e:
-    cv2_ok, why = False, str(e)
-  if FLAGS.refine == "grabcut":
-    if not cv2_ok:
-      raise ss.InputError(f"--refine=grabcut: {why}")
-    if not have_original:
-      raise ss.InputError("--refine=grabcut needs the run's original image")
-    return True
-  if variant == "snap" and have_original and not cv2_ok:
+  ok, why = cutouts.can_refine(variant)
+  if FLAGS.refine == "grabcut" and not (ok and have_original):
+    raise ss.InputError(f"--refine=grabcut: {why or 'the run needs its original image'}")
+  if not ok and variant == "snap":
     logging.info("full-resolution outputs not refined with GrabCut: %s", why)
-  return variant == "snap" and have_original and cv2_ok
+  return ok and have_original
 
 
 if __name__ == "__main__":

@@ -5,7 +5,9 @@ Routes (everything else is 404; nothing is ever read from a path the client name
   GET  /api/status       {"state": "training"|"ready"|"error", epochs, history, eta_s, ...}
   GET  /api/image.png    the 100x100 image;  GET /api/thumbnail.png  its 10x10 thumbnail
   POST /api/segment      {"polygon": [[x, y], ...]} in the 100x100 frame ->
-                         {"row", "input", "output", "mask", "cutout"} as PNG data URLs
+                         {"row", "mask", "cutout"} as PNG data URLs, plus "cutout_full"
+                         (the snap + GrabCut hybrid at the crop's full resolution) for
+                         a snap run when OpenCV is installed
 Bad requests get 4xx with {"error": "..."}: bodies over MAX_BODY bytes (413), bad JSON
 or polygons (400), segmentation before the net is ready (409).
 """
@@ -78,7 +80,7 @@ class App:
     self.state = "training" if config is not None else "loading"
     self.error: Optional[str] = None
     self.lock = threading.Lock()
-    self.model = self.image = self.thumbnail = None
+    self.model = self.image = self.thumbnail = self.original = None
     self.started = time.time()
     self.requests = 0
 
@@ -100,8 +102,17 @@ class App:
       self.state, self.error = "error", f"training failed: {e}"
 
   def _load(self) -> None:
-    config, state, image, _ = train.load_run(self.workdir)
+    config, state, image, info = train.load_run(self.workdir)
     self.config, self.model, self.image = config, state, image
+    self.original, self.crop_box = None, info.get("crop_box")
+    ok, why = cutouts.can_refine(config.get("variant", "paper"))
+    if ok:
+      try:
+        self.original = ss.load_image(info["image"])
+      except ss.InputError as e:
+        why = str(e)
+    if self.original is None and config.get("variant") == "snap":
+      logging.info("no full-resolution snap + GrabCut cut-outs on the page: %s", why)
     self.thumbnail = np.asarray(Image.open(os.path.join(self.workdir, "thumbnail.png")).convert("RGB"))
     self.state = "ready"
 
@@ -131,8 +142,13 @@ class App:
       res = ss.segment(self.model, self.image, outline, key)
     batched = ss.Segmentation(*(None if a is None else a[None] for a in res))
     r = cutouts.render(self.image, outline, batched, 0, zoom=1)
-    return {"row": data_url(r.row), "mask": data_url(r.mask), "cutout": data_url(r.cutout),
-            "coverage": float(res.mask.mean())}
+    reply = {"row": data_url(r.row), "mask": data_url(r.mask), "cutout": data_url(r.cutout),
+             "coverage": float(res.mask.mean())}
+    if self.original is not None:  # a snap run: the benchmark's best method at full size
+      _, cut = cutouts.full_resolution_hybrid(outline, res.probability, self.original,
+                                              self.crop_box)
+      reply["cutout_full"] = data_url(cut)
+    return reply
 
 
 def make_handler(app: App):

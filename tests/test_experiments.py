@@ -303,3 +303,11 @@ def test_compare_builds_the_ablation_table(tmp_path):
   res = _cli("experiments.compare", f"--runs={','.join(runs)}", f"--out={tmp_path / 'o2'}")
   assert res.returncode == 2 and res.stderr.strip().startswith("error:")
   assert "same flags" in res.stderr
+
+
+def test_segment_refine_grabcut_on_a_paper_run_is_one_line(run_dir, tmp_path):
+  res = _cli("experiments.segment", f"--workdir={run_dir}", "--box=20,20,80,80",
+             f"--out={tmp_path / 'o'}", "--refine=grabcut")
+  assert res.returncode == 2 and res.stderr.strip().startswith("error:")
+  assert "snap" in res.stderr.strip().splitlines()[-1]
+  assert not (tmp_path / "o").exists()

@@ -77,6 +77,22 @@ def test_segment_returns_images_of_the_right_shape(base):
   cut = _decode(out["cutout"])
   assert cut.size == (100, 100) and cut.mode == "RGBA"
   assert 0 <= out["coverage"] <= 1
+  assert "cutout_full" not in out  # the paper's net: no hybrid
+
+
+def test_snap_run_adds_the_full_resolution_hybrid(tmp_path, photo):
+  pytest.importorskip("cv2")
+  Image.fromarray(photo).save(tmp_path / "photo.png")
+  config = runlocal.get_config()
+  config.update(image=str(tmp_path / "photo.png"), variant="snap", num_samples=40,
+                batch_size=16, snap_steps=2, snap_hidden=16, snap_rounds=1, num_epochs=1)
+  train.train_and_evaluate(config, str(tmp_path / "run"))
+  app = server.App(str(tmp_path / "run"))
+  app.start()
+  out = app.segment(np.array([[20, 15], [85, 20], [80, 90], [15, 80]], float))
+  full = _decode(out["cutout_full"])
+  assert full.size == (120, 120) and full.mode == "RGBA"  # the photo's 120x120 crop
+  assert _decode(out["cutout"]).size == (100, 100)
 
 
 @pytest.mark.parametrize("body,code", [

@@ -116,7 +116,9 @@ function addResult(out) {
   li.append(img(out.row, "outline | input | output"), " ", img(out.mask, "mask"), " ", img(out.cutout, "cut-out"));
   const links = document.createElement("div");
   links.className = "links";
-  for (const [href, name] of [[out.cutout, `cutout_${count}.png`], [out.mask, `mask_${count}.png`]]) {
+  const files = [[out.cutout, `cutout_${count}.png`], [out.mask, `mask_${count}.png`]];
+  if (out.cutout_full) files.push([out.cutout_full, `cutout_${count}_full.png`]);  // snap + GrabCut
+  for (const [href, name] of files) {
     links.append(Object.assign(document.createElement("a"), { href, download: name, textContent: `download ${name}` }));
   }
   links.append(`mask covers ${(100 * out.coverage).toFixed(1)}%`);
