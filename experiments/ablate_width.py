@@ -4,8 +4,17 @@ Fits the config's image at each width multiplier (in_channels scaled with it, as
 paper did for the car: in_channels = round(256 * width)), several seeds per width.
 The seeds of one width train together (`fit_seeds`: stacked params, vmapped epoch).
 Writes DIR/ablation.csv (one row per width x seed), DIR/ablation.md (means per width)
-and DIR/ablation.png (best val MSE vs parameters). With --compare_loop, the first
-width is also trained seed by seed in a Python loop to time what vmap saves.
+and DIR/ablation.png (best val MSE, and IoU when measured, vs parameters). With
+--compare_loop, the first width is also trained seed by seed in a Python loop to time
+what vmap saves.
+
+User input, not only validation: with --mask (the ground truth of the config's image,
+255 object / 0 background / 128 ignored, the image's own size), every fitted net is
+also scored on simulated sloppy outlines by the protocol of `experiments.evaluate`
+(`experiments/outline_protocol.py`): outlines offset by --eval_d_values pixels,
+jittered by --eval_sigmas, --eval_vertices vertices; mean IoU at the crop's full
+resolution, the 128 band ignored. The nets scored are the final ones of each seed.
+That tests the paper's claim that width helps validation but not the user's outlines.
 """
 import csv
 import json
@@ -19,7 +28,7 @@ from absl import flags, logging
 from ml_collections import config_flags
 
 import singleseg_jax as ss
-from experiments import cli, figures, train
+from experiments import cli, figures, outline_protocol, train
 from singleseg_jax.fit import fit_seeds, fixed_data, init_state, stack_states
 from singleseg_jax.train import epoch_update
 
@@ -29,9 +38,35 @@ flags.DEFINE_list("widths", ["0.125", "0.25", "0.5", "1", "2"], "Width multiplie
 flags.DEFINE_integer("seeds", 3, "Seeds per width.")
 flags.DEFINE_string("out", None, "Output directory.")
 flags.DEFINE_bool("compare_loop", False, "Also time the first width's seeds in a loop.")
+flags.DEFINE_string("mask", None, "Ground-truth mask of the config's image: adds the "
+                    "sloppy-outline IoU of every net (see the module docstring).")
+flags.DEFINE_list("eval_d_values", ["-4", "-2", "0", "2", "4", "6", "8"],
+                  "With --mask: outline offsets in pixels at 100x100.")
+flags.DEFINE_list("eval_sigmas", ["0", "2"], "With --mask: vertex jitter in pixels.")
+flags.DEFINE_integer("eval_vertices", 16, "With --mask: vertices per outline.")
 flags.mark_flags_as_required(["config", "out"])
 
 BASE_IN_CHANNELS = 256
+
+
+def outline_settings() -> list:
+  try:
+    d_values = [float(v) for v in FLAGS.eval_d_values]
+    sigmas = [float(v) for v in FLAGS.eval_sigmas]
+  except ValueError:
+    raise ss.InputError("--eval_d_values and --eval_sigmas must be lists of numbers") from None
+  if any(v < 0 for v in sigmas) or FLAGS.eval_vertices < 3:
+    raise ss.InputError("--eval_sigmas must be >= 0 and --eval_vertices >= 3")
+  return [outline_protocol.Setting(d, sg, FLAGS.eval_vertices, 0)
+          for d in d_values for sg in sigmas]
+
+
+def score_outlines(case, states, seed: int, settings) -> list[dict]:
+  """Sloppy-outline IoU of each seed's net on `case` (one dict per seed)."""
+  opts = {"tolerance": 2.0, "iterations": 5, "band": 5.0, "variant": "paper"}
+  return [outline_protocol.mean_net_iou(
+      case, outline_protocol.NetRunner(st.train, case.prep.image, seed), settings, opts)
+      for st in states]
 
 
 def run_width(config, image, width: float, seeds: int):
@@ -50,7 +85,7 @@ def run_width(config, image, width: float, seeds: int):
            "best_val_mse": st.plateau.best / (0.5 * image.size),
            "stopped": reason, "seconds_per_run": seconds / seeds}
           for s, (st, reason) in enumerate(zip(states, reasons))]
-  return rows, options, keys, seconds
+  return rows, options, keys, seconds, states
 
 
 def epoch_seconds(keys, image, options, repeats: int = 3) -> dict:
@@ -85,16 +120,27 @@ def main(argv):
   if any(w <= 0 for w in widths) or FLAGS.seeds < 1:
     raise ss.InputError("widths must be > 0 and --seeds >= 1")
   _, prep = train.prepare(FLAGS.config)
+  case = settings = None
+  if FLAGS.mask:
+    settings = outline_settings()
+    case = outline_protocol.load_case("image", FLAGS.config.image, FLAGS.mask, FLAGS.config,
+                                      FLAGS.config.crop)
+    if case.full.object.mean() < outline_protocol.MIN_OBJECT_FRACTION:
+      raise ss.InputError(f"--mask: the {FLAGS.config.crop} crop keeps under 1% object")
   os.makedirs(FLAGS.out, exist_ok=True)
   rows, timing = [], {}
   t_all = time.perf_counter()
   for i, w in enumerate(widths):
-    got, options, keys, seconds = run_width(FLAGS.config, prep.image, w, FLAGS.seeds)
+    got, options, keys, seconds, states = run_width(FLAGS.config, prep.image, w, FLAGS.seeds)
+    if case is not None:
+      for row, sc in zip(got, score_outlines(case, states, FLAGS.config.seed, settings)):
+        row.update(iou_full=sc["iou_full"], bf_full=sc["bf_full"], outlines=sc["outlines"])
     rows += got
     done = time.perf_counter() - t_all
-    logging.info("width %g: %d params, best val mse %s, %.1f s for %d seeds; ETA %.0f s", w,
-                 got[0]["params"], [round(r["best_val_mse"], 5) for r in got], seconds,
-                 FLAGS.seeds, done / (i + 1) * (len(widths) - i - 1))
+    logging.info("width %g: %d params, best val mse %s, %s%.1f s for %d seeds; ETA %.0f s", w,
+                 got[0]["params"], [round(r["best_val_mse"], 5) for r in got],
+                 f"outline IoU {[round(r['iou_full'], 3) for r in got]}, " if case else "",
+                 seconds, FLAGS.seeds, done / (i + 1) * (len(widths) - i - 1))
     if FLAGS.compare_loop and i == 0:
       timing = {"width": w, "seeds": FLAGS.seeds, **epoch_seconds(keys, prep.image, options)}
       logging.info("vmap vs loop: %s", timing)
@@ -102,14 +148,22 @@ def main(argv):
     writer = csv.DictWriter(f, fieldnames=list(rows[0]))
     writer.writeheader()
     writer.writerows(rows)
-  lines = ["| width | in_channels | params | seeds | epochs (mean) | best val MSE (mean ± sd) | s per run |",
-           "| --- | --- | --- | --- | --- | --- | --- |"]
+  iou_col = " sloppy-outline IoU (mean ± sd) |" if case else ""
+  lines = ["| width | in_channels | params | seeds | epochs (mean) | best val MSE (mean ± sd) |"
+           f"{iou_col} s per run |",
+           "| --- | --- | --- | --- | --- | --- |" + (" --- |" if case else "") + " --- |"]
   for w in widths:
     rs = [r for r in rows if r["width"] == w]
     mse = np.array([r["best_val_mse"] for r in rs])
+    iou = np.array([r["iou_full"] for r in rs]) if case else None
     lines.append(f"| {w:g} | {rs[0]['in_channels']} | {rs[0]['params']:,} | {len(rs)} | "
-                 f"{np.mean([r['epochs'] for r in rs]):.0f} | {mse.mean():.5f} ± {mse.std():.5f} | "
-                 f"{rs[0]['seconds_per_run']:.1f} |")
+                 f"{np.mean([r['epochs'] for r in rs]):.0f} | {mse.mean():.5f} ± {mse.std():.5f} |"
+                 + (f" {iou.mean():.3f} ± {iou.std():.3f} |" if case else "")
+                 + f" {rs[0]['seconds_per_run']:.1f} |")
+  if case:
+    lines += ["", f"IoU: the final net of each seed on {rows[0]['outlines']} simulated outlines "
+              f"(d in {FLAGS.eval_d_values} px, sigma in {FLAGS.eval_sigmas} px, "
+              f"{FLAGS.eval_vertices} vertices), full resolution, band ignored."]
   if timing:
     lines.append("")
     lines.append(f"One epoch of all {timing['seeds']} seeds at width {timing['width']:g}, after "
@@ -120,8 +174,8 @@ def main(argv):
     f.write("\n".join(lines) + "\n")
   with open(os.path.join(FLAGS.out, "ablation.json"), "w") as f:
     json.dump({"config": json.loads(FLAGS.config.to_json_best_effort()), "timing": timing}, f)
-  figures.scatter_by_group(rows, "params", "best_val_mse", "width",
-                           os.path.join(FLAGS.out, "ablation.png"), logx=True)
+  figures.scatter_by_group(rows, "params", ["best_val_mse"] + (["iou_full"] if case else []),
+                           "width", os.path.join(FLAGS.out, "ablation.png"), logx=True)
   print("\n".join(lines))
 
 

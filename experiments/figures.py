@@ -54,23 +54,26 @@ def image_grid(columns: Sequence[Sequence[np.ndarray]], path: str, titles: Seque
   canvas.save(path, optimize=True)
 
 
-def scatter_by_group(rows: Sequence[dict], x: str, y: str, group: str, path: str,
+def scatter_by_group(rows: Sequence[dict], x: str, y, group: str, path: str,
                      logx: bool = False) -> None:
-  """One marker per row, coloured by `group`, with the group means joined by a line."""
-  fig, ax = plt.subplots(figsize=(5, 3.2), dpi=100)
+  """One marker per row, coloured by `group`, with the group means joined by a line;
+  `y` is one column or a list of columns (one panel each)."""
+  ys = [y] if isinstance(y, str) else list(y)
+  fig, axes = plt.subplots(1, len(ys), figsize=(5 * len(ys), 3.2), dpi=100, squeeze=False)
   groups = sorted({r[group] for r in rows})
-  means = []
-  for g in groups:
-    rs = [r for r in rows if r[group] == g]
-    ax.scatter([r[x] for r in rs], [r[y] for r in rs], s=14, label=f"{group} {g:g}")
-    means.append((np.mean([r[x] for r in rs]), np.mean([r[y] for r in rs])))
-  ax.plot(*zip(*means), color="0.5", lw=1)
-  if logx:
-    ax.set_xscale("log")
-  ax.set_xlabel(x)
-  ax.set_ylabel(y)
-  ax.grid(alpha=0.3)
-  ax.legend(fontsize=7)
+  for ax, col in zip(axes[0], ys):
+    means = []
+    for g in groups:
+      rs = [r for r in rows if r[group] == g]
+      ax.scatter([r[x] for r in rs], [r[col] for r in rs], s=14, label=f"{group} {g:g}")
+      means.append((np.mean([r[x] for r in rs]), np.mean([r[col] for r in rs])))
+    ax.plot(*zip(*means), color="0.5", lw=1)
+    if logx:
+      ax.set_xscale("log")
+    ax.set_xlabel(x)
+    ax.set_ylabel(col)
+    ax.grid(alpha=0.3)
+  axes[0][0].legend(fontsize=7)
   fig.tight_layout()
   fig.savefig(path)
   plt.close(fig)

@@ -220,6 +220,27 @@ def test_ablate_width_writes_parsable_outputs(tmp_path, photo_path):
   assert Image.open(tmp_path / "ablation.png").format == "PNG"
 
 
+def test_ablate_width_scores_sloppy_outlines_with_a_mask(tmp_path, photo_path):
+  """--mask adds each net's IoU on simulated outlines; a mask of the wrong size is one line."""
+  import csv
+  yy, xx = np.mgrid[:120, :160]
+  gt = np.where((yy - 55) ** 2 + (xx - 50) ** 2 < 30 ** 2, 255, 0).astype(np.uint8)
+  Image.fromarray(gt).save(tmp_path / "gt.png")
+  args = ["experiments.ablate_width", "--config=experiments/configs/runlocal.py",
+          f"--config.image={photo_path}", "--config.num_epochs=2", "--widths=0.0625",
+          "--seeds=2", "--eval_d_values=0,4", "--eval_sigmas=0"]
+  res = _cli(*args, f"--mask={tmp_path / 'gt.png'}", f"--out={tmp_path / 'o'}")
+  assert res.returncode == 0, res.stderr[-2000:]
+  rows = list(csv.DictReader(open(tmp_path / "o" / "ablation.csv")))
+  assert len(rows) == 2 and all(0 <= float(r["iou_full"]) <= 1 for r in rows)
+  assert all(r["outlines"] == "2" for r in rows)
+  assert "sloppy-outline IoU" in (tmp_path / "o" / "ablation.md").read_text()
+  Image.fromarray(gt[:, :100]).save(tmp_path / "bad.png")
+  bad = _cli(*args, f"--mask={tmp_path / 'bad.png'}", f"--out={tmp_path / 'b'}")
+  assert bad.returncode == 2
+  assert bad.stderr.strip().splitlines()[-1].startswith("error: mask is 100x120")
+
+
 def test_load_run_reads_checkpoint_and_needs_run_json(tmp_path, photo_path):
   work = str(tmp_path / "w")
   train.train_and_evaluate(_config(photo_path, num_epochs=1), work)

@@ -1,0 +1,210 @@
+"""The sloppy-outline protocol, without flags: what `experiments.evaluate` runs per
+image, and what `experiments.ablate_width` reuses to score each fitted net.
+
+An image and its ground-truth mask become a `Case` (square crop, 100x100 and full
+resolution labels); `evaluate_image` simulates outlines from the ground truth for each
+`Setting` and scores each method's answer (IoU and boundary F, the 128 band ignored).
+See `experiments/evaluate.py` for the protocol in full.
+"""
+from __future__ import annotations
+
+import time
+import zlib
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+from PIL import Image
+
+import singleseg_jax as ss
+from experiments import train
+from singleseg_jax import evaluation as ev
+from singleseg_jax.evaluation import metrics as M
+from singleseg_jax.fit import fit
+
+METHODS = ("net", "outline", "thumbnail_nearest", "thumbnail_bicubic", "grabcut_100",
+           "grabcut_full", "grabcut_trimap_full", "net_grabcut_full", "union_grabcut_full")
+HYBRID_METHODS = ("net_grabcut_full", "union_grabcut_full")
+CV2_METHODS = frozenset({"grabcut_100", "grabcut_full", "grabcut_trimap_full",
+                         *HYBRID_METHODS})
+MIN_OBJECT_FRACTION = 0.01
+
+
+class Setting(NamedTuple):
+  d: float
+  sigma: float
+  vertices: int
+  seed: int
+
+
+class Case(NamedTuple):
+  name: str
+  prep: ss.PreparedImage
+  crop: np.ndarray          # (side, side, 3) uint8: the square of the original
+  full: M.Labels            # ground truth on the crop at full resolution
+  small: M.Labels           # ground truth at 100x100
+  sim_object: np.ndarray    # 100x100 object the outlines are made from
+  hw: tuple
+
+
+def load_case(name, image_path, mask_path, config, crop) -> Case:
+  original = ss.load_image(image_path)
+  try:
+    with Image.open(mask_path) as im:
+      gt = np.asarray(im.convert("L"))
+  except OSError as e:
+    raise ss.InputError(f"cannot read mask {mask_path}: {e}") from None
+  if gt.shape != original.shape[:2]:
+    raise ss.InputError(f"mask is {gt.shape[1]}x{gt.shape[0]} but the image is "
+                        f"{original.shape[1]}x{original.shape[0]}")
+  prep = ss.prepare_image(original, config.size, config.scale, crop)
+  full = M.split_labels(M.crop_box_array(gt, prep.crop_box))
+  small = M.downsample_labels(full, config.size)
+  return Case(name, prep, M.crop_box_array(original, prep.crop_box), full, small,
+              M.resolve_band(small), original.shape[:2])
+
+
+def fit_net(config, image):
+  """(best-val-loss net, seconds, epochs, why it stopped) for one 100x100 image."""
+  options = train.fit_options(config)
+  best = [None]
+  t0 = time.perf_counter()
+
+  def on_epoch(state, record):
+    if state.plateau.best_epoch == state.plateau.epoch or best[0] is None:
+      # The next epoch donates the state's buffers: keep a copy of the parameters.
+      best[0] = _Net(state.train.graphdef, jax.tree.map(jnp.copy, state.train.params))
+    if record["epoch"] % 20 == 0:
+      logging.info("  fit epoch %d/%d  val loss %.4g  (%.1f s)", record["epoch"],
+                   options.num_epochs, record["val_loss"], time.perf_counter() - t0)
+
+  state, reason = fit(jax.random.key(config.seed), image, options, on_epoch=on_epoch)
+  return best[0], time.perf_counter() - t0, state.epoch, reason
+
+
+class _Net(NamedTuple):
+  """What `segment` needs of a fitted net."""
+  graphdef: object
+  params: object
+
+
+def outline_rng(name: str, s: Setting) -> np.random.Generator:
+  """A generator fixed by the image name and the setting (stable across runs)."""
+  return np.random.default_rng(zlib.crc32(f"{name}|{s.d!r}|{s.sigma!r}|{s.vertices}|{s.seed}"
+                                          .encode()))
+
+
+class NetRunner:
+  """`segment` with a compiled first call, so per-outline times exclude compilation."""
+
+  def __init__(self, state, image, seed: int):
+    self.state, self.image, self.seed = state, image, seed
+    self.warm = False
+
+  def __call__(self, outline: np.ndarray):
+    if not self.warm:
+      try:
+        ss.segment(self.state, self.image, outline, jax.random.key(self.seed))
+      except ss.InputError:
+        pass
+      self.warm = True
+    t0 = time.perf_counter()
+    soft = None
+    try:
+      res = ss.segment(self.state, self.image, outline, jax.random.key(self.seed))
+      mask, soft, note = res.mask, res.probability, ""
+    except ss.InputError:  # the outline covers no thumbnail pixel: the net gets nothing
+      mask, note = np.zeros_like(outline), "outline covers no thumbnail pixel: empty mask"
+    return np.asarray(mask, bool), soft, time.perf_counter() - t0, note
+
+
+def run_method(method, case: Case, outline, outline_full, net, opts):
+  """(mask at 100x100 or None, mask at full size or None, seconds, note)."""
+  t0 = time.perf_counter()
+  note = ""
+  if method == "net":
+    mask, soft, seconds, note = net(outline)
+    side = case.full.object.shape[0]
+    full = None if soft is None else M.resize_mask(soft, (side, side))
+    return mask, full, seconds, note
+  if method == "outline":
+    return ev.outline_answer(outline), ev.outline_answer(outline_full), 0.0, ""
+  if method == "thumbnail_nearest":
+    mask = ev.thumbnail_roundtrip(outline, upsample="nearest")
+  elif method == "thumbnail_bicubic":
+    mask = ev.thumbnail_roundtrip(outline, upsample="bicubic")
+  elif method == "grabcut_100":
+    mask = ev.grabcut(case.prep.image, outline, iterations=opts["iterations"])
+    if ev.grabcut_degenerate(ev.grabcut_init(outline)):
+      note = "grabcut cannot run: answered the outline"
+  elif method in ("grabcut_full", "grabcut_trimap_full"):
+    band = opts["band"] if method == "grabcut_trimap_full" else 0
+    full = ev.grabcut(case.crop, outline_full, band=band, iterations=opts["iterations"])
+    seconds = time.perf_counter() - t0
+    if ev.grabcut_degenerate(ev.grabcut_init(outline_full, band)):
+      note = "grabcut cannot run: answered the outline"
+    return None, full, seconds, note
+  else:
+    raise ss.InputError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+  return mask, None, time.perf_counter() - t0, note
+
+
+def evaluate_image(case: Case, net, settings, methods, opts, fit_info) -> tuple[list, list]:
+  """Rows for every outline and method of one image, and the settings skipped."""
+  size = case.small.object.shape[0]
+  side = case.full.object.shape[0]
+  tol_small, tol_full = opts["tolerance"], opts["tolerance"] * side / size
+  rows, skipped = [], []
+  for s in settings:
+    try:
+      out = ev.simulate_outline(case.sim_object, s.d, s.sigma, s.vertices or None,
+                                outline_rng(case.name, s))
+    except ss.InputError as e:
+      skipped.append(f"{case.name} d={s.d:g} sigma={s.sigma:g} vertices={s.vertices} "
+                     f"seed={s.seed}: {e}")
+      continue
+    outline_full = ev.rasterise(out.polygons, side, side, scale=side / size)
+    base = {"image": case.name, "d": s.d, "sigma": s.sigma, "vertices": s.vertices,
+            "seed": s.seed, "side": side,
+            "outline_iou": M.iou(out.mask, case.small.object, case.small.ignore),
+            "outline_iou_full": M.iou(outline_full, case.full.object, case.full.ignore),
+            **fit_info}
+    net_answer = None
+    for method in methods:
+      if method in HYBRID_METHODS:
+        net_full = net_answer[1] if net_answer[1] is not None else \
+            M.resize_mask(net_answer[0], (side, side))
+        start = net_full | outline_full if method == "union_grabcut_full" else net_full
+        t0 = time.perf_counter()
+        full = ev.grabcut(case.crop, start, band=opts["band"], iterations=opts["iterations"]) \
+            if method == "net_grabcut_full" else \
+            ev.union_grabcut(case.crop, outline_full, net_full, band=opts["band"],
+                             iterations=opts["iterations"])
+        small, seconds = None, time.perf_counter() - t0 + net_answer[2]
+        note = "grabcut cannot run: answered its start mask" \
+            if ev.grabcut_degenerate(ev.grabcut_init(start, opts["band"])) else ""
+      else:
+        small, full, seconds, note = run_method(method, case, out.mask, outline_full, net, opts)
+      if method == "net":
+        net_answer = (small, full, seconds)
+      if small is None:
+        small = M.resize_mask(full, (size, size))
+      if full is None:
+        full = M.resize_mask(small, (side, side))
+      a = M.scores(small, case.small, tol_small)
+      b = M.scores(full, case.full, tol_full)
+      rows.append({**base, "method": method, "variant": opts["variant"] if method == "net" else "",
+                   **a, "iou_full": b["iou"], "bf_full": b["bf"],
+                   "seconds": seconds, "note": note})
+  return rows, skipped
+
+
+def mean_net_iou(case: Case, net, settings, opts) -> dict:
+  """Mean IoU and boundary F of the net alone over `settings` (100x100 and full size)."""
+  rows, _ = evaluate_image(case, net, settings, ["net"], opts, {})
+  if not rows:
+    raise ss.InputError(f"{case.name}: no outline could be simulated")
+  return {k: float(np.mean([r[k] for r in rows])) for k in ("iou", "iou_full", "bf_full")} | \
+      {"outlines": len(rows)}
