@@ -131,6 +131,17 @@ class _Progress:
                  time.strftime("%H:%M:%S", time.gmtime(eta)))
 
 
+def _tensorboard(workdir: str, start_epoch: int):
+  """A tensorboardX writer on workdir/tensorboard (events past `start_epoch` from a killed
+  run are purged), or None when tensorboardX is not installed."""
+  try:
+    from tensorboardX import SummaryWriter  # noqa: PLC0415 (optional dependency)
+  except ImportError:
+    logging.info("no TensorBoard events: pip install -e '.[tensorboard]' to write them")
+    return None
+  return SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=start_epoch + 1)
+
+
 def load_run(workdir: str, which: str = "best"):
   """(config, TrainState, prepared image as uint8, run.json dict) of a finished or
   running run; raises InputError with a one-line reason if anything is missing."""
@@ -187,6 +198,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   progress = _Progress(options.num_epochs, resume.epoch if resume else 0)
   metrics_file = open(metrics_path, "a")
+  board = _tensorboard(workdir, resume.epoch if resume else 0)
   t_epoch = [time.perf_counter()]
   last = [resume]
 
@@ -195,6 +207,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     t_epoch[0] = time.perf_counter()
     metrics_file.write(json.dumps(record) + "\n")
     metrics_file.flush()
+    if board is not None:
+      for name, value in record.items():
+        if name != "epoch":
+          board.add_scalar(name, value, record["epoch"])
     history.append(record)
     progress(record)
     if state.plateau.best_epoch == state.plateau.epoch:
@@ -215,6 +231,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     raise
   finally:
     metrics_file.close()
+    if board is not None:
+      board.close()
   if latest.latest_step() != state.epoch:
     _save(latest, state)
   info["train_seconds"] = round(time.perf_counter() - t0, 2)

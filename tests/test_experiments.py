@@ -53,6 +53,33 @@ def _params(workdir, which="latest"):
   return jax.tree.leaves(state.params)
 
 
+def _tensorboard_scalars(logdir) -> dict:
+  """{tag: {step: value}} read back from the TFRecord event files in `logdir`."""
+  import glob
+  import struct
+  from tensorboardX.proto import event_pb2
+  out = {}
+  for path in glob.glob(os.path.join(logdir, "events.out.tfevents.*")):
+    data = open(path, "rb").read()
+    pos = 0
+    while pos < len(data):
+      (length,) = struct.unpack("<Q", data[pos:pos + 8])
+      event = event_pb2.Event.FromString(data[pos + 12:pos + 12 + length])
+      pos += 12 + length + 4
+      for v in event.summary.value:
+        out.setdefault(v.tag, {})[event.step] = v.simple_value
+  return out
+
+
+def test_runlocal_writes_tensorboard_events(run_dir):
+  pytest.importorskip("tensorboardX")
+  rows = [json.loads(l) for l in open(os.path.join(run_dir, "metrics.jsonl"))]
+  scalars = _tensorboard_scalars(os.path.join(run_dir, "tensorboard"))
+  assert {"train_loss", "val_loss", "val_mse"} <= set(scalars)
+  assert scalars["val_loss"] == pytest.approx({r["epoch"]: r["val_loss"] for r in rows},
+                                              rel=1e-6)
+
+
 def test_runlocal_writes_valid_files(run_dir):
   for name in ("config.json", "run.json", "image.png", "thumbnail.png", "metrics.jsonl",
                "loss_curve.png", "val_grid.png"):
