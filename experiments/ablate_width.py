@@ -77,7 +77,15 @@ def run_width(config, image, width: float, seeds: int):
   options = train.fit_options(config)
   keys = [jax.random.key(config.seed + s) for s in range(seeds)]
   t0 = time.perf_counter()
-  states, reasons = fit_seeds(keys, image, options)
+
+  def progress(i, state, record):  # every 10th epoch of the first seed: rate and ETA
+    if i == 0 and (record["epoch"] % 10 == 0 or record["epoch"] == 1):
+      per = (time.perf_counter() - t0) / record["epoch"]
+      logging.info("  width %g: epoch %d/%d, val mse %.5f, %.2f s/epoch for %d seeds, "
+                   "ETA %.0f s (at most)", width, record["epoch"], options.num_epochs,
+                   record["val_mse"], per, seeds, per * (options.num_epochs - record["epoch"]))
+
+  states, reasons = fit_seeds(keys, image, options, on_epoch=progress)
   seconds = time.perf_counter() - t0
   params = ss.count_params(states[0].train.model())
   rows = [{"width": width, "in_channels": config.in_channels, "params": params, "seed": s,
