@@ -237,10 +237,11 @@ def test_ablate_width_writes_parsable_outputs(tmp_path, photo_path):
   import csv
   res = _cli("experiments.ablate_width", "--config=experiments/configs/runlocal.py",
              f"--config.image={photo_path}", "--config.num_epochs=2", "--widths=0.03125,0.0625",
-             "--seeds=2", f"--out={tmp_path}", "--compare_loop")
+             "--seeds=2", f"--out={tmp_path}", "--compare_loop", "--together=vmap")
   assert res.returncode == 0, res.stderr[-2000:]
   rows = list(csv.DictReader(open(tmp_path / "ablation.csv")))
   assert len(rows) == 4 and {r["width"] for r in rows} == {"0.03125", "0.0625"}
+  assert {r["seeds_trained"] for r in rows} == {"vmap"}
   assert all(0 < float(r["best_val_mse"]) < 1 and r["in_channels"] in ("8", "16") for r in rows)
   md = (tmp_path / "ablation.md").read_text()
   assert "| 0.0625 | 16 |" in md and "vmapped" in md
@@ -260,7 +261,7 @@ def test_ablate_width_scores_sloppy_outlines_with_a_mask(tmp_path, photo_path):
   assert res.returncode == 0, res.stderr[-2000:]
   rows = list(csv.DictReader(open(tmp_path / "o" / "ablation.csv")))
   assert len(rows) == 2 and all(0 <= float(r["iou_full"]) <= 1 for r in rows)
-  assert all(r["outlines"] == "2" for r in rows)
+  assert all(r["outlines"] == "2" and r["seeds_trained"] == "loop" for r in rows)
   assert "sloppy-outline IoU" in (tmp_path / "o" / "ablation.md").read_text()
   Image.fromarray(gt[:, :100]).save(tmp_path / "bad.png")
   bad = _cli(*args, f"--mask={tmp_path / 'bad.png'}", f"--out={tmp_path / 'b'}")
