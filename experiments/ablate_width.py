@@ -90,12 +90,15 @@ def run_width(config, image, width: float, seeds: int):
   keys = [jax.random.key(config.seed + s) for s in range(seeds)]
   t0 = time.perf_counter()
 
-  def progress(i, state, record):  # every 10th epoch of the first seed: rate and ETA
-    if i == 0 and (record["epoch"] % 10 == 0 or record["epoch"] == 1):
-      per = (time.perf_counter() - t0) / record["epoch"]
-      logging.info("  width %g: epoch %d/%d, val mse %.5f, %.2f s/epoch for %d seeds, "
-                   "ETA %.0f s (at most)", width, record["epoch"], options.num_epochs,
-                   record["val_mse"], per, seeds, per * (options.num_epochs - record["epoch"]))
+  done = [0]
+
+  def progress(i, state, record):  # every 10th epoch: rate and ETA over all seeds
+    done[0] += 1
+    if record["epoch"] % 10 == 0 or record["epoch"] == 1:
+      per = (time.perf_counter() - t0) / done[0]
+      logging.info("  width %g seed %d: epoch %d/%d, val mse %.5f; %.2f s per seed-epoch, "
+                   "ETA %.0f s (at most)", width, i, record["epoch"], options.num_epochs,
+                   record["val_mse"], per, per * (seeds * options.num_epochs - done[0]))
 
   if seeds_together():
     states, reasons = fit_seeds(keys, image, options, on_epoch=progress)
