@@ -69,7 +69,7 @@ def outline_settings() -> list:
 
 def score_outlines(case, states, seed: int, settings) -> list[dict]:
   """Sloppy-outline IoU of each seed's net on `case` (one dict per seed)."""
-  opts = {"tolerance": 2.0, "iterations": 5, "band": 5.0, "variant": "paper"}
+  opts = outline_protocol.options("paper")
   return [outline_protocol.mean_net_iou(
       case, outline_protocol.NetRunner(st.train, case.prep.image, seed), settings, opts)
       for st in states]

@@ -60,7 +60,7 @@ from absl import flags, logging
 from ml_collections import config_flags
 
 import singleseg_jax as ss
-from experiments import cli, train
+from experiments import cli, outline_protocol, train
 from experiments.outline_protocol import (CV2_METHODS, HYBRID_METHODS, METHODS,
                                           MIN_OBJECT_FRACTION, NetRunner, Setting,
                                           evaluate_image, fit_net, load_case)
@@ -82,9 +82,12 @@ flags.DEFINE_list("vertices", ["20"], "Vertices kept per outline (0: every trace
 flags.DEFINE_integer("seeds", 3, "Outlines per (d, sigma, vertices) setting.")
 flags.DEFINE_integer("max_images", 0, "Evaluate at most this many images (0: all).")
 flags.DEFINE_list("methods", list(METHODS), "Methods to run.")
-flags.DEFINE_float("bf_tolerance", 2.0, "Boundary F tolerance in pixels at 100x100.")
-flags.DEFINE_integer("grabcut_iterations", 5, "GrabCut iterations.")
-flags.DEFINE_float("trimap_band", 5.0, "Probable-background band (full-resolution pixels).")
+flags.DEFINE_float("bf_tolerance", outline_protocol.BF_TOLERANCE,
+                   "Boundary F tolerance in pixels at 100x100.")
+flags.DEFINE_integer("grabcut_iterations", outline_protocol.GRABCUT_ITERATIONS,
+                     "GrabCut iterations.")
+flags.DEFINE_float("trimap_band", outline_protocol.TRIMAP_BAND,
+                   "Probable-background band (full-resolution pixels).")
 flags.mark_flags_as_required(["data_dir", "out"])
 
 
@@ -323,8 +326,8 @@ def main(argv):
   if FLAGS.max_images > 0:
     images = images[:FLAGS.max_images]
   os.makedirs(FLAGS.out, exist_ok=True)
-  opts = {"tolerance": FLAGS.bf_tolerance, "iterations": FLAGS.grabcut_iterations,
-          "band": FLAGS.trimap_band, "variant": config.variant}
+  opts = outline_protocol.options(config.variant, tolerance=FLAGS.bf_tolerance,
+                                 iterations=FLAGS.grabcut_iterations, band=FLAGS.trimap_band)
   meta = {"command": " ".join(["python -m experiments.evaluate"] + sys.argv[1:]),
           "data": os.path.abspath(FLAGS.data_dir), "crop": FLAGS.crop,
           "net variant": config.variant,

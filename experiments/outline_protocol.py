@@ -30,6 +30,18 @@ HYBRID_METHODS = ("net_grabcut_full", "union_grabcut_full")
 CV2_METHODS = frozenset({"grabcut_100", "grabcut_full", "grabcut_trimap_full",
                          *HYBRID_METHODS})
 MIN_OBJECT_FRACTION = 0.01
+# Scoring and GrabCut defaults: boundary F tolerance in pixels at 100x100, GrabCut
+# iterations, probable-background band in full-resolution pixels. `evaluate`'s flags
+# default to these; `ablate_width` scores with them.
+BF_TOLERANCE = 2.0
+GRABCUT_ITERATIONS = 5
+TRIMAP_BAND = 5.0
+
+
+def options(variant: str = "paper", *, tolerance: float = BF_TOLERANCE,
+            iterations: int = GRABCUT_ITERATIONS, band: float = TRIMAP_BAND) -> dict:
+  """The options dict `evaluate_image` and `mean_net_iou` read."""
+  return {"tolerance": tolerance, "iterations": iterations, "band": band, "variant": variant}
 
 
 class Setting(NamedTuple):
