@@ -80,7 +80,7 @@ class App:
     self.state = "training" if config is not None else "loading"
     self.error: Optional[str] = None
     self.lock = threading.Lock()
-    self.model = self.image = self.thumbnail = self.original = None
+    self.model = self.image = self.thumbnail = self.original = self.crop_box = None
     self.started = time.time()
     self.requests = 0
 
