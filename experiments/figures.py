@@ -77,3 +77,28 @@ def scatter_by_group(rows: Sequence[dict], x: str, y, group: str, path: str,
   fig.tight_layout()
   fig.savefig(path)
   plt.close(fig)
+
+
+def lines_by_group(rows: Sequence[dict], x: str, ys: Sequence[str], group: str, path: str,
+                   logx: bool = False, logy: Sequence[str] = ()) -> None:
+  """One thin line per `group` value across `x`, the mean over groups as a thick black
+  line; one panel per column of `ys` (log scale for those in `logy`)."""
+  fig, axes = plt.subplots(1, len(ys), figsize=(5 * len(ys), 3.4), dpi=100, squeeze=False)
+  for ax, col in zip(axes[0], ys):
+    for g in sorted({r[group] for r in rows}):
+      rs = sorted((r for r in rows if r[group] == g), key=lambda r: r[x])
+      ax.plot([r[x] for r in rs], [r[col] for r in rs], marker="o", ms=3, lw=1, label=str(g))
+    xs = sorted({r[x] for r in rows})
+    ax.plot(xs, [np.mean([r[col] for r in rows if r[x] == v]) for v in xs], color="k", lw=2.5,
+            label="mean")
+    if logx:
+      ax.set_xscale("log")
+    if col in logy:
+      ax.set_yscale("log")
+    ax.set_xlabel(x)
+    ax.set_ylabel(col)
+    ax.grid(alpha=0.3)
+  axes[0][-1].legend(fontsize=6, ncol=2)
+  fig.tight_layout()
+  fig.savefig(path)
+  plt.close(fig)
