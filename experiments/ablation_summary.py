@@ -39,8 +39,13 @@ def expand(patterns: list[str]) -> list[str]:
   """Directories named or matched by the patterns, in order, each once."""
   runs = []
   for p in patterns:
-    hits = sorted(glob.glob(p)) if glob.has_magic(p) else [p]
-    runs += [h for h in hits if os.path.isdir(h) and h not in runs]
+    if any(c in p for c in "*?["):
+      hits = [h for h in sorted(glob.glob(p)) if os.path.isdir(h)]
+    elif os.path.isdir(p):
+      hits = [p]
+    else:
+      raise ss.InputError(f"--runs: {p} is not a directory")
+    runs += [h for h in hits if h not in runs]
   if not runs:
     raise ss.InputError(f"--runs matched no directory: {','.join(patterns)}")
   return runs
@@ -120,14 +125,14 @@ def markdown(rows: list[dict]) -> list[str]:
   has_iou = all(np.isfinite(r["iou_full"]) for r in rows)
   lines = [f"Over {widths[0]['images']} images, {widths[0]['seeds']} seed(s) each; "
            "± is a 95% t interval over images.", "",
-           "| width | in_channels | params | best val MSE | " +
-           ("sloppy-outline IoU |" if has_iou else ""),
+           "| width | in_channels | params | best val MSE |" +
+           (" sloppy-outline IoU |" if has_iou else ""),
            "| --- | --- | --- | --- |" + (" --- |" if has_iou else "")]
   for w in widths:
     lines.append(f"| {w['width']:g} | {w['in_channels']} | {w['params']:,} | "
                  f"{fmt(*w['mse'], digits=5)} |" + (f" {fmt(*w['iou'])} |" if has_iou else ""))
-  lines += ["", "| wider vs narrower | val MSE change | images with lower val MSE | " +
-            ("IoU change | images with higher IoU |" if has_iou else ""),
+  lines += ["", "| wider vs narrower | val MSE change | images with lower val MSE |" +
+            (" IoU change | images with higher IoU |" if has_iou else ""),
             "| --- | --- | --- |" + (" --- | --- |" if has_iou else "")]
   ws = [w["width"] for w in widths]
   for a, b in zip(ws, ws[1:]):

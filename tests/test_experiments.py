@@ -414,3 +414,6 @@ def test_ablation_summary_pairs_widths_across_images(tmp_path):
              f"--out={tmp_path / 'o2'}")
   assert res.returncode == 2 and res.stderr.strip().startswith("error:"), res.stderr
   assert "other widths or seeds" in res.stderr and "Traceback" not in res.stderr
+  res = _cli("experiments.ablation_summary", f"--runs={runs / 'no_such_dir'}",
+             f"--out={tmp_path / 'o3'}")
+  assert res.returncode == 2 and "is not a directory" in res.stderr, res.stderr
