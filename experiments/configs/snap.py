@@ -2,7 +2,7 @@
 
 A superpixel graph net (singleseg_jax/snap.py) fitted to the one image on sloppy
 outlines of regions made from its own superpixels; no outside data. 24 epochs of 25
-updates on fresh batches of 64 pairs (600 updates, about 40-60 s on two CPU cores),
+updates on fresh batches of 64 pairs (600 updates, about 30-60 s on two CPU cores),
 Adam 3e-3 with the seed's L2 1e-4; 75 fixed pairs for validation. The schedule was
 set once on the bundled coffee image, not tuned on any benchmark image.
 """
