@@ -20,15 +20,16 @@ round of ours alternates with a run of `torch_peer.py` (same in_channels, width,
 batch, and the same seconds per round) and `ratio_vs_peer` is the median of the
 per-round ratios, so a load change hits both sides alike.
 
-`--malloc_tune`: XLA:CPU allocates a large temporary buffer (`xla_temp_bytes`, about
-170 MB for the default net) on every call. glibc serves blocks that big with a fresh
-mmap and unmaps them on free, so every step pays ~42,000 page faults for new zeroed
-pages (`minor_faults_per_step`, about 10% of the step here). The switch re-executes
+`--malloc_tune`: XLA:CPU allocates a large temporary buffer (`xla_temp_bytes`, 144 MB
+for the default net with jaxlib 0.10.2) on every call. glibc serves blocks that big with
+a fresh mmap and unmaps them on free, so every step pays ~40,000 page faults for new
+zeroed pages (`minor_faults_per_step`; removing them made the step 10-15% faster in
+paired runs here). The switch re-executes
 this process once, before JAX starts, with the glibc settings in `MALLOC_ENV`: one
 arena (MALLOC_ARENA_MAX=1) and no mmap (MALLOC_MMAP_MAX_=0), so the buffer comes from
 the heap, which is never trimmed (MALLOC_TRIM_THRESHOLD_, MALLOC_TOP_PAD_), plus
 transparent huge pages for what is still mapped (GLIBC_TUNABLES=glibc.malloc.hugetlb=1,
-glibc >= 2.35). Measured: 42,000 -> ~10 faults per step. (MALLOC_MMAP_THRESHOLD_
+glibc >= 2.35). Measured: ~40,000 -> under 10 faults per step. (MALLOC_MMAP_THRESHOLD_
 alone does not help: glibc caps it at 32 MB.) It only affects this benchmark
 process; the same variables can be set for any run, e.g.
   env MALLOC_ARENA_MAX=1 MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=8589934592 \\
