@@ -381,7 +381,7 @@ def _fake_ablation(d, image, mse_by_width, iou_by_width, seeds=(0, 1)):
 
 
 def test_ablation_summary_pairs_widths_across_images(tmp_path):
-  from experiments import ablation_summary as S
+  from experiments import ablation_tables as S
   runs = tmp_path / "runs"
   runs.mkdir()
   # Wider: val MSE 20% lower on every image; IoU up on "a" and "b", down on "c".
