@@ -98,8 +98,7 @@ def paired(rows: list[dict], narrow: float, wide: float) -> dict:
   diou = [i1[k] - i0[k] for k in images]
   return {"narrow": narrow, "wide": wide, "images": len(images),
           "dmse_pct": M.summarise_ci(dmse), "mse_better": sum(d < 0 for d in dmse),
-          "diou": M.summarise_ci(diou), "iou_better": sum(d > 0 for d in diou),
-          "has_iou": bool(np.all(np.isfinite(diou)))}
+          "diou": M.summarise_ci(diou), "iou_better": sum(d > 0 for d in diou)}
 
 
 def markdown(rows: list[dict]) -> list[str]:
