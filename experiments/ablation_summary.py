@@ -16,11 +16,10 @@ computed in `experiments/ablation_tables.py`.
 import csv
 import os
 
-import numpy as np
 from absl import flags
 
 from experiments import cli, figures
-from experiments.ablation_tables import FIELDS, expand, load, markdown
+from experiments.ablation_tables import FIELDS, expand, has_iou, load, markdown
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("runs", None, "ablate_width output directories (or quoted patterns).")
@@ -39,8 +38,7 @@ def main(argv):
   lines = markdown(rows)
   with open(os.path.join(FLAGS.out, "summary.md"), "w") as f:
     f.write("\n".join(lines) + "\n")
-  keys = ["best_val_mse"] + (["iou_full"] if all(np.isfinite(r["iou_full"]) for r in rows)
-                             else [])
+  keys = ["best_val_mse"] + (["iou_full"] if has_iou(rows) else [])
   figures.lines_by_group(rows, "params", keys, "image", os.path.join(FLAGS.out, "summary.png"),
                          logx=True, logy=("best_val_mse",))
   print("\n".join(lines))

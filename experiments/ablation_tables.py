@@ -74,6 +74,11 @@ def load(runs: list[str]) -> list[dict]:
   return rows
 
 
+def has_iou(rows: list[dict]) -> bool:
+  """Whether every row has a sloppy-outline IoU (the runs were made with --mask)."""
+  return all(np.isfinite(r["iou_full"]) for r in rows)
+
+
 def _by_image(rows: list[dict], width: float, key: str) -> dict:
   return {r["image"]: r[key] for r in rows if r["width"] == width}
 
@@ -103,23 +108,23 @@ def paired(rows: list[dict], narrow: float, wide: float) -> dict:
 
 def markdown(rows: list[dict]) -> list[str]:
   widths = per_width(rows)
-  has_iou = all(np.isfinite(r["iou_full"]) for r in rows)
+  with_iou = has_iou(rows)
   lines = [f"Over {widths[0]['images']} images, {widths[0]['seeds']} seed(s) each; "
            "± is a 95% t interval over images.", "",
            "| width | in_channels | params | best val MSE |" +
-           (" sloppy-outline IoU |" if has_iou else ""),
-           "| --- | --- | --- | --- |" + (" --- |" if has_iou else "")]
+           (" sloppy-outline IoU |" if with_iou else ""),
+           "| --- | --- | --- | --- |" + (" --- |" if with_iou else "")]
   for w in widths:
     lines.append(f"| {w['width']:g} | {w['in_channels']} | {w['params']:,} | "
-                 f"{fmt(*w['mse'], digits=5)} |" + (f" {fmt(*w['iou'])} |" if has_iou else ""))
+                 f"{fmt(*w['mse'], digits=5)} |" + (f" {fmt(*w['iou'])} |" if with_iou else ""))
   lines += ["", "| wider vs narrower | val MSE change | images with lower val MSE |" +
-            (" IoU change | images with higher IoU |" if has_iou else ""),
-            "| --- | --- | --- |" + (" --- | --- |" if has_iou else "")]
+            (" IoU change | images with higher IoU |" if with_iou else ""),
+            "| --- | --- | --- |" + (" --- | --- |" if with_iou else "")]
   ws = [w["width"] for w in widths]
   for a, b in zip(ws, ws[1:]):
     p = paired(rows, a, b)
     lines.append(f"| {b:g} vs {a:g} | {fmt(*p['dmse_pct'], digits=1)} % | "
                  f"{p['mse_better']} of {p['images']} |" +
                  (f" {fmt(*p['diou'])} | {p['iou_better']} of {p['images']} |"
-                  if has_iou else ""))
+                  if with_iou else ""))
   return lines
