@@ -1,4 +1,5 @@
-"""Entry-point plumbing: user errors end as one line on stderr and exit code 2."""
+"""Entry-point plumbing: user errors end as one line on stderr and exit code 2; an
+optional re-exec with glibc allocator settings for speed runs."""
 import logging as std_logging
 import os
 import sys
@@ -40,3 +41,38 @@ def run(main):
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
   app.call_after_init(lambda: _quiet_libraries(None))
   app.run(_guarded(main))
+
+
+#: glibc settings for `reexec_with_malloc_env`. XLA:CPU allocates a large temporary
+#: buffer on every call; glibc serves blocks that big with a fresh mmap and unmaps them
+#: on free, so every step pays tens of thousands of page faults for new zeroed pages.
+#: One arena and no mmap keep the buffer on the heap, which is never trimmed; huge
+#: pages (glibc >= 2.35) cover what is still mapped. (MALLOC_MMAP_THRESHOLD_ alone does
+#: not help: glibc caps it at 32 MB.) The same variables can be set for any command:
+#:   env MALLOC_ARENA_MAX=1 MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=8589934592 \
+#:       MALLOC_TOP_PAD_=268435456 GLIBC_TUNABLES=glibc.malloc.hugetlb=1 python -m ...
+MALLOC_ENV = {
+    "MALLOC_ARENA_MAX": "1",
+    "MALLOC_MMAP_MAX_": "0",
+    "MALLOC_TRIM_THRESHOLD_": str(8 << 30),
+    "MALLOC_TOP_PAD_": str(256 << 20),
+}
+MALLOC_TUNABLES = "glibc.malloc.hugetlb=1"
+_TUNED_MARK = "SINGLESEG_BENCH_MALLOC_TUNED"
+
+
+def malloc_tuned() -> bool:
+  """Whether this process was re-executed with MALLOC_ENV."""
+  return os.environ.get(_TUNED_MARK) == "1"
+
+
+def reexec_with_malloc_env() -> None:
+  """Replaces this process by the same command with MALLOC_ENV set (once); call it
+  before anything starts JAX's backend threads (`jax.devices()`)."""
+  env = dict(os.environ, **MALLOC_ENV, **{_TUNED_MARK: "1"})
+  tunables = [t for t in os.environ.get("GLIBC_TUNABLES", "").split(":") if t]
+  env["GLIBC_TUNABLES"] = ":".join(tunables + [MALLOC_TUNABLES])
+  argv = list(getattr(sys, "orig_argv", [sys.executable] + sys.argv))
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os.execve(sys.executable, [sys.executable] + argv[1:], env)

@@ -13,22 +13,21 @@ Fig. 10 row: outline on the image | network input, nearest-upsampled | network o
 `cutout_k_full.png` at the cropped original's resolution; `rows.png` stacks all rows.
 All outlines are checked before anything is written.
 
---refine=grabcut (the default, `auto`, for snap runs when OpenCV is installed) makes
-the full-resolution outputs the snap + GrabCut hybrid, the best method of the
-sloppy-outline benchmark (README): GrabCut with a 5-pixel band started from the
-outline united with the net's mask (`singleseg_jax.evaluation.union_grabcut`).
+--refine=grabcut (`auto`, the default, where the variant allows it and OpenCV is
+installed) makes the full-resolution outputs the net + GrabCut hybrid
+(`singleseg_jax.cutouts.full_resolution_hybrid`).
 """
-from __future__ import annotations
-
 import os
 
 import jax
 import numpy as np
 from absl import flags, logging
-from PIL import Image
 
-import singleseg_jax as ss
-from experiments import cli, cutouts, figures, train
+from experiments import cli
+from singleseg_jax import cutouts, run, variants
+from singleseg_jax.errors import InputError
+from singleseg_jax.image import load_image
+from singleseg_jax.segment import segment
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "A run directory written by experiments.main.")
@@ -39,55 +38,29 @@ flags.DEFINE_string("out", None, "Output directory (default: WORKDIR/segment).")
 flags.DEFINE_enum("checkpoint", "best", ["best", "latest"], "Which checkpoint to use.")
 flags.DEFINE_integer("seed", 0, "Key for the input noise.")
 flags.DEFINE_integer("zoom", 2, "Enlargement of the panels in row_k.png.")
-flags.DEFINE_enum("refine", "auto", ["auto", "none", "grabcut"],
-                  "Full-resolution refinement: grabcut = snap + GrabCut hybrid (needs "
-                  "OpenCV); auto = grabcut for snap runs when OpenCV is installed.")
+flags.DEFINE_enum("refine", "auto", list(cutouts.REFINE_MODES),
+                  "Full-resolution refinement: grabcut = net + GrabCut hybrid (needs "
+                  "OpenCV); auto = grabcut where the variant allows it and OpenCV is installed.")
 flags.mark_flags_as_required(["workdir"])
+
 
 def main(argv):
   del argv
-  config, state, image, info = train.load_run(FLAGS.workdir, FLAGS.checkpoint)
-  outlines = cutouts.collect_outlines(FLAGS.outline, FLAGS.box, FLAGS.frame, info)
-  res = ss.segment(state, image, np.stack([m for _, m in outlines]), jax.random.key(FLAGS.seed))
+  config, state, image, info = run.load_run(FLAGS.workdir, FLAGS.checkpoint)
+  outlines = cutouts.collect_outlines(FLAGS.outline, FLAGS.box, FLAGS.frame, info,
+                                      image.shape[0])
+  res = segment(state, image, np.stack([m for _, m in outlines]), jax.random.key(FLAGS.seed))
   try:
-    original = ss.load_image(info["image"])
-  except ss.InputError as e:
+    original = load_image(info["image"])
+  except InputError as e:
     original = None
     logging.warning("full-resolution outputs skipped: %s", e)
-  refine = _refinement(config.variant, original is not None)
+  variant = variants.get(config.get("variant", variants.DEFAULT))
+  refine = cutouts.refinement(FLAGS.refine, variant, original is not None)
   out = FLAGS.out or os.path.join(FLAGS.workdir, "segment")
-  os.makedirs(out, exist_ok=True)
-  rows = []
-  for k, (name, outline) in enumerate(outlines):
-    r = cutouts.render(image, outline, res, k, FLAGS.zoom)
-    rows.append(r.row)
-    Image.fromarray(r.row).save(os.path.join(out, f"row_{k}.png"))
-    Image.fromarray(r.mask).save(os.path.join(out, f"mask_{k}.png"))
-    Image.fromarray(r.cutout).save(os.path.join(out, f"cutout_{k}.png"))
-    if original is not None:
-      soft = res.mask[k] if res.probability is None else res.probability[k]
-      if refine:
-        big, cut = cutouts.full_resolution_hybrid(outline, soft, original, info["crop_box"])
-      else:
-        big, cut = cutouts.full_resolution(soft, original, info["crop_box"])
-      Image.fromarray(big.astype(np.uint8) * 255).save(os.path.join(out, f"mask_{k}_full.png"))
-      Image.fromarray(cut).save(os.path.join(out, f"cutout_{k}_full.png"))
-    print(f"{k}: {name}: mask covers {res.mask[k].mean():.1%} of the 100x100 image"
-          + ("; full resolution refined with GrabCut" if refine else ""))
-  figures.image_grid([rows], os.path.join(out, "rows.png"))
-  print(f"wrote {len(rows)} row(s) to {out}")
-
-
-def _refinement(variant: str, have_original: bool) -> bool:
-  """Whether to refine with GrabCut; raises InputError when asked for and impossible."""
-  if FLAGS.refine == "none":
-    return False
-  ok, why = cutouts.can_refine(variant)
-  if FLAGS.refine == "grabcut" and not (ok and have_original):
-    raise ss.InputError(f"--refine=grabcut: {why or 'the run needs its original image'}")
-  if not ok and variant == "snap":
-    logging.info("full-resolution outputs not refined with GrabCut: %s", why)
-  return ok and have_original
+  lines = cutouts.write(out, image, outlines, res, original, info["crop_box"], refine,
+                        FLAGS.zoom)
+  print("\n".join(lines) + f"\nwrote {len(lines)} row(s) to {out}")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,9 @@ import os
 from absl import flags, logging
 from ml_collections import config_flags
 
-from experiments import cli, server
+from experiments import cli
+from experiments.web import server
+from singleseg_jax.errors import InputError
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Run directory (fitted, or where to fit --image).")
@@ -20,8 +22,8 @@ flags.DEFINE_string("image", None, "A photo to fit first (then --config applies)
 config_flags.DEFINE_config_file("config", os.path.join(os.path.dirname(__file__), "configs",
                                                        "snap.py"),
                                 "Config for fitting --image (default: the snap variant, "
-                                "which beats the paper's net on sloppy outlines; "
-                                "configs/demo.py for the paper's).")
+                                "the best net on sloppy outlines; configs/demo.py for the "
+                                "paper's).")
 flags.DEFINE_string("host", "127.0.0.1", "Address to listen on (loopback by default).")
 flags.DEFINE_integer("port", 8000, "Port (0 picks a free one).")
 
@@ -29,7 +31,7 @@ flags.DEFINE_integer("port", 8000, "Port (0 picks a free one).")
 def main(argv):
   del argv
   if FLAGS.image is None and FLAGS.workdir is None:
-    raise cli.InputError("give --workdir (a fitted run) or --image (a photo to fit)")
+    raise InputError("give --workdir (a fitted run) or --image (a photo to fit)")
   config = None
   workdir = FLAGS.workdir
   if FLAGS.image is not None:

@@ -87,6 +87,12 @@ def crop_square(image: np.ndarray, crop: str = "top_left") -> tuple[np.ndarray, 
   return image[top:top + side, left:left + side], (top, left, side)
 
 
+def crop_to_box(a: np.ndarray, crop_box) -> np.ndarray:
+  """The (top, left, side) square of an (H, W, ...) array (a `crop_square` box)."""
+  top, left, side = crop_box
+  return a[top:top + side, left:left + side]
+
+
 def _cubic(x: np.ndarray) -> np.ndarray:
   ax = np.abs(x)
   ax2, ax3 = ax * ax, ax * ax * ax
@@ -135,6 +141,23 @@ def resize_levels(image, out_hw: tuple[int, int], xp=np):
   mw = xp.asarray(resize_matrix(w, out_hw[1]), dtype=image.dtype)
   out = xp.einsum("ih,...hwc,jw->...ijc", mh, image, mw, optimize=True)  # two matmuls
   return xp.clip(xp.round(out), 0, 255)
+
+
+def resize_channel(levels, out_hw) -> np.ndarray:
+  """`imresize` of one (H, W) channel of 0..255 levels: (out_h, out_w) float64, rounded."""
+  a = np.asarray(levels, np.float64)
+  return resize_levels(a[..., None], (int(out_hw[0]), int(out_hw[1])))[..., 0]
+
+
+def resize_mask(mask, out_hw) -> np.ndarray:
+  """A mask resized with `imresize` as a 0/255 image and thresholded at 128: bool.
+
+  A float mask is taken as a probability in [0, 1] (not rounded first), so a net's soft
+  edges place the resized border between its pixels.
+  """
+  m = np.asarray(mask)
+  m = m.astype(np.float64) if np.issubdtype(m.dtype, np.floating) else m.astype(bool)
+  return resize_channel(np.clip(m, 0, 1).astype(np.float64) * 255, out_hw) >= 128
 
 
 def resize_uint8(image: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:

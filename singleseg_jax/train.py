@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from singleseg_jax.data import Dataset
+from singleseg_jax.paper.data import Dataset
 from singleseg_jax.errors import InputError
 
 
@@ -31,16 +31,14 @@ class TrainState(flax.struct.PyTreeNode):
 
   @classmethod
   def create(cls, model: nnx.Module, tx: optax.GradientTransformation) -> "TrainState":
+    """The state of a fresh `model` and optimiser `tx`."""
     graphdef, params = nnx.split(model, nnx.Param)
     return cls(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
                graphdef=graphdef, tx=tx)
 
   def model(self) -> nnx.Module:
-    """A module holding the current parameters (for inference outside jit)."""
+    """A module holding the current parameters."""
     return nnx.merge(self.graphdef, self.params)
-
-  def apply(self, x):
-    return nnx.merge(self.graphdef, self.params)(x)
 
 
 def _is_kernel(path, _):
@@ -67,33 +65,45 @@ def matlab_loss(pred, target):
 
 
 def mse(pred, target):
+  """Mean squared error per pixel and channel."""
   err = (pred - target).astype(jnp.float32)
   return jnp.mean(err * err)
 
 
-def _train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
-  """One Adam update on a batch {'inputs': (B,h,w,C), 'targets': (B,H,W,3)}."""
+def gradient_step(state: TrainState, loss_fn) -> tuple[TrainState, dict]:
+  """One optimiser update; `loss_fn(model) -> (loss, metrics)`. Returns (state, metrics).
 
-  def loss_fn(params):
-    pred = nnx.merge(state.graphdef, params)(batch["inputs"])
-    return matlab_loss(pred, batch["targets"]), pred
+  The one update of every variant: the metrics are `loss`, `loss_fn`'s own, and the
+  gradient's global norm `grad_norm`.
+  """
 
-  (loss, pred), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  def of_params(params):
+    return loss_fn(nnx.merge(state.graphdef, params))
+
+  (loss, metrics), grads = jax.value_and_grad(of_params, has_aux=True)(state.params)
   updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
-  metrics = {"loss": loss, "mse": mse(pred, batch["targets"]),
-             "grad_norm": optax.tree.norm(grads)}
-  return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+  new = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+  return new, {"loss": loss, **metrics, "grad_norm": optax.tree.norm(grads)}
 
 
-#: The one jitted update (the state is donated: do not reuse the argument).
+def regression_loss(batch: dict):
+  """`loss_fn` of the paper's net on {'inputs': (B,h,w,C), 'targets': (B,H,W,3)}."""
+
+  def loss_fn(model):
+    pred = model(batch["inputs"])
+    return matlab_loss(pred, batch["targets"]), {"mse": mse(pred, batch["targets"])}
+
+  return loss_fn
+
+
+def _train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+  return gradient_step(state, regression_loss(batch))
+
+
+#: One Adam update of the paper's net on a batch, jitted (the state is donated: do not
+#: reuse the argument).
 train_step = jax.jit(_train_step, donate_argnums=0)
-
-
-@jax.jit
-def eval_step(state: TrainState, batch: dict) -> dict:
-  pred = state.apply(batch["inputs"])
-  return {"loss": matlab_loss(pred, batch["targets"]), "mse": mse(pred, batch["targets"])}
 
 
 def num_batches(num_samples: int, batch_size: int) -> int:
@@ -124,7 +134,7 @@ def epoch_update(state: TrainState, data: Dataset, key: jax.Array, *,
 
 
 #: `epoch_update`, jitted (the state is donated). vmap `epoch_update` itself to train
-#: several nets at once (see `fit.fit_seeds`).
+#: several nets at once (`fit.population_epoch`).
 train_epoch = jax.jit(epoch_update, static_argnames=("batch_size",), donate_argnums=0)
 
 
@@ -134,7 +144,7 @@ def evaluate_loss(state: TrainState, data: Dataset, *, batch_size: int = 50) -> 
   total = {"loss": 0.0, "mse": 0.0}
   for start in range(0, n, batch_size):
     stop = min(start + batch_size, n)
-    pred = state.apply(data.inputs[start:stop])
+    pred = state.model()(data.inputs[start:stop])
     err = (pred - data.targets[start:stop]).astype(jnp.float32)
     total["loss"] += 0.5 * jnp.sum(err * err)
     total["mse"] += jnp.sum(err * err) / err[0].size
@@ -146,6 +156,7 @@ evaluate = jax.jit(evaluate_loss, static_argnames=("batch_size",))
 
 
 class PlateauState(NamedTuple):
+  """The plateau rule's memory (a small tuple, so it checkpoints with the run)."""
   epoch: int             # epochs seen so far minus one (-1 before the first)
   best: float            # lowest value seen
   best_epoch: int        # when it was seen
@@ -169,6 +180,7 @@ class Plateau:
       raise InputError(f"rel_tol must be in [0, 1), got {self.rel_tol!r}")
 
   def init(self) -> PlateauState:
+    """The state before the first epoch."""
     return PlateauState(epoch=-1, best=float("inf"), best_epoch=-1, last_gain=-1)
 
   def update(self, state: PlateauState, value: float) -> tuple[PlateauState, bool]:
@@ -184,4 +196,5 @@ class Plateau:
     return new, self.converged(new)
 
   def converged(self, state: PlateauState) -> bool:
+    """Whether `patience` epochs have passed without a gain."""
     return state.epoch >= 0 and state.epoch - state.last_gain >= self.patience

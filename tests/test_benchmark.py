@@ -22,8 +22,8 @@ from absl.testing import flagsaver
 from flax import nnx
 
 import singleseg_jax as ss
-from singleseg_jax import benchmarking as bm
-from singleseg_jax.layers import conv_transpose_reference
+from singleseg_jax import speed as bm
+from singleseg_jax.paper.layers import conv_transpose_reference
 from experiments import benchmark
 
 TINY = dict(in_channels=8, width=0.125)
@@ -80,10 +80,10 @@ def _params_of(state):
 def test_data_parallel_step_equals_single_device_step():
   if jax.local_device_count() < 2:
     pytest.skip("needs 2 devices (tests/conftest.py forces 2 CPU devices)")
-  batch = benchmark.make_batch(4, TINY["in_channels"])
-  single, m1 = ss.train_step(benchmark.make_state(**TINY), batch)
-  mesh = benchmark.data_mesh(jax.local_devices()[:2])
-  state, sharded_batch = benchmark.shard_for_data_parallel(benchmark.make_state(**TINY),
+  batch = bm.make_batch(4, TINY["in_channels"])
+  single, m1 = ss.train_step(bm.make_state(**TINY), batch)
+  mesh = bm.data_mesh(jax.local_devices()[:2])
+  state, sharded_batch = bm.shard_for_data_parallel(bm.make_state(**TINY),
                                                            batch, mesh)
   assert sharded_batch["inputs"].sharding.spec == jax.sharding.PartitionSpec("data")
   parallel, m2 = ss.train_step(state, sharded_batch)
@@ -94,17 +94,17 @@ def test_data_parallel_step_equals_single_device_step():
 
 
 def test_data_parallel_rejects_uneven_batch():
-  mesh = benchmark.data_mesh(jax.local_devices()[:2])
+  mesh = bm.data_mesh(jax.local_devices()[:2])
   if mesh.shape["data"] < 2:
     pytest.skip("needs 2 devices")
   with pytest.raises(ss.InputError):
-    benchmark.shard_for_data_parallel(benchmark.make_state(**TINY),
-                                      benchmark.make_batch(3, 8), mesh)
+    bm.shard_for_data_parallel(bm.make_state(**TINY),
+                                      bm.make_batch(3, 8), mesh)
 
 
 def test_bfloat16_train_step_is_finite():
-  state = benchmark.make_state(**TINY, dtype="bfloat16")
-  batch = benchmark.make_batch(4, TINY["in_channels"])
+  state = bm.make_state(**TINY, dtype="bfloat16")
+  batch = bm.make_batch(4, TINY["in_channels"])
   for _ in range(2):
     state, metrics = ss.train_step(state, batch)
   assert all(np.isfinite(float(v)) for v in metrics.values())
@@ -126,7 +126,7 @@ def test_main_prints_one_json_line(capsys):
   lines = [l for l in capsys.readouterr().out.splitlines() if l.strip()]
   assert len(lines) == 1
   rec = json.loads(lines[0])
-  assert set(benchmark.KEYS) <= set(rec)
+  assert set(bm.KEYS) <= set(rec)
   assert rec["batch"] == 4 and rec["in_channels"] == 8 and rec["params"] > 0
   assert rec["samples_per_s"] > 0 and rec["infer_samples_per_s"] > 0
   assert rec["xla_flops_per_step"] > 0 and rec["peak_gflops"] > 0 and rec["mfu"] > 0

@@ -14,7 +14,8 @@ import pytest
 from PIL import Image
 
 import singleseg_jax as ss
-from experiments import cutouts, train
+from singleseg_jax import cutouts
+from singleseg_jax import run as train
 from experiments.configs import runlocal
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -209,7 +210,7 @@ def test_bad_outlines_are_input_errors(tmp_path, outlines, boxes, frame, message
   outlines = [str(subst.get(o, o)) for o in outlines]
   info = {"crop_box": [0, 0, 120], "original_hw": [120, 160]}
   with pytest.raises(ss.InputError, match=message):
-    cutouts.collect_outlines(outlines, boxes, frame, info)
+    cutouts.collect_outlines(outlines, boxes, frame, info, 100)
 
 
 def test_segment_bad_input_is_one_line_and_writes_nothing(run_dir, tmp_path):
@@ -307,7 +308,7 @@ def test_snap_variant_end_to_end(tmp_path, photo_path):
 
 
 def test_compare_builds_the_ablation_table(tmp_path):
-  from experiments.reports import FIELDS, IMAGE_FIELDS
+  from singleseg_jax.evaluation.reports import IMAGE_FIELDS, RESULT_FIELDS as FIELDS
   runs = []
   for name, variant, shift in (("a", "paper", 0.0), ("b", "snap", 0.1)):
     d = tmp_path / name
@@ -381,14 +382,14 @@ def _fake_ablation(d, image, mse_by_width, iou_by_width, seeds=(0, 1)):
 
 
 def test_ablation_summary_pairs_widths_across_images(tmp_path):
-  from experiments import ablation_tables as S
+  from singleseg_jax import ablation as S
   runs = tmp_path / "runs"
   runs.mkdir()
   # Wider: val MSE 20% lower on every image; IoU up on "a" and "b", down on "c".
   for name, iou_w in (("a", 0.62), ("b", 0.61), ("c", 0.55)):
     _fake_ablation(runs / f"dir_{name}", name, {0.5: 0.01, 1.0: 0.008},
                    {0.5: 0.60, 1.0: iou_w})
-  rows = S.load(S.expand([str(runs / "dir_*")]))
+  rows = S.load_runs(S.expand([str(runs / "dir_*")]))
   assert sorted({r["image"] for r in rows}) == ["a", "b", "c"]  # named from the config
   a = [r for r in rows if r["image"] == "a"]
   np.testing.assert_allclose([r["best_val_mse"] for r in a], [0.01, 0.008])  # seed mean

@@ -4,8 +4,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from singleseg_jax.layers import conv_transpose, conv_transpose_reference, output_size
-from singleseg_jax.model import LAYERS
+from singleseg_jax.paper.layers import conv_transpose, conv_transpose_reference, output_size
+from singleseg_jax.paper.model import LAYERS
 
 CASES = [(stride, crop, act) for _, stride, crop in LAYERS for act in ("relu", "sigmoid")]
 

@@ -5,7 +5,7 @@ import pytest
 from flax import nnx
 
 from singleseg_jax import InputError, Upsampler, count_params, flops_per_sample
-from singleseg_jax.model import layer_sides, layer_widths
+from singleseg_jax.paper.model import layer_sides, layer_widths
 
 
 def test_cat_net_parameter_count_and_shapes():

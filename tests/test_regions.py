@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import singleseg_jax as ss
-from singleseg_jax import regions as R
-from singleseg_jax.evaluation import outlines as O
+from singleseg_jax import geometry as O
+from singleseg_jax.snap import regions as R
 
 
 def _shape_mask():

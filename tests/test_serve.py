@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from experiments import server, train
+from experiments.web import server
+from singleseg_jax import run as train
 from experiments.configs import runlocal
 
 

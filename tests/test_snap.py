@@ -5,8 +5,10 @@ import numpy as np
 import pytest
 
 import singleseg_jax as ss
-from singleseg_jax import regions, snap
-from singleseg_jax.fit import FitOptions, fit, init_state, snap_data
+from singleseg_jax import variants
+from singleseg_jax.fit import FitOptions, fit, init_state
+from singleseg_jax.snap import net as snap
+from singleseg_jax.snap import regions
 
 OPTIONS = FitOptions(variant="snap", num_samples=80, batch_size=32, num_epochs=12,
                      learning_rate=3e-3, snap_steps=10, snap_hidden=32, snap_rounds=2)
@@ -31,7 +33,7 @@ def fitted(image):
 
 
 def test_node_features_see_the_outline(image, disc):
-  graph, _ = snap_data(jax.random.key(0), image, OPTIONS)
+  graph, _ = variants.get("snap").fixed_data(jax.random.key(0), image, OPTIONS)
   nodes = snap.node_features(graph, jnp.asarray(disc))
   k = graph.area.shape[0]
   assert nodes.features.shape == (k, snap.NUM_FEATURES)
@@ -44,7 +46,7 @@ def test_node_features_see_the_outline(image, disc):
 
 
 def test_snap_net_shapes_and_batch(image):
-  graph, val = snap_data(jax.random.key(0), image, OPTIONS)
+  graph, val = variants.get("snap").fixed_data(jax.random.key(0), image, OPTIONS)
   assert val.member.shape == (20, graph.area.shape[0])
   assert val.regions.shape == val.outlines.shape == (20, 100, 100)
   state = init_state(jax.random.key(0), OPTIONS)
@@ -109,11 +111,11 @@ def test_each_snap_switch_builds_and_trains(image, segments, hidden, rounds):
   opts = FitOptions(**{**OPTIONS.__dict__, "snap_segments": segments, "snap_hidden": hidden,
                        "snap_rounds": rounds, "snap_steps": 2, "num_epochs": 1,
                        "batch_size": 8})
-  graph, val = snap_data(jax.random.key(0), image, opts)
+  graph, val = variants.get("snap").fixed_data(jax.random.key(0), image, opts)
   assert graph.area.shape == (segments,) and graph.colour_kernels.shape[1:] == (segments,) * 2
   state = init_state(jax.random.key(0), opts)
   before = jax.tree.map(np.asarray, state.params)
-  state, m = snap.train_epoch(state, graph, jax.random.key(1), steps=2, batch_size=8)
+  state, m = snap.region_epoch(state, graph, jax.random.key(1), steps=2, batch_size=8)
   assert int(state.step) == 2 and np.isfinite(float(m["loss"]))
   changed = [not np.allclose(a, np.asarray(b)) for a, b in
              zip(jax.tree.leaves(before), jax.tree.leaves(state.params))]

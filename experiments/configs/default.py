@@ -6,15 +6,15 @@ import ml_collections
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   # The photo. A path; relative paths are resolved against the current directory.
-  # Bundled stand-ins live in third_party/images/ (licences beside them). The paper's
-  # own photos: --config.image=../shared/seed/original/images/cat.jpg (never copied).
+  # Bundled stand-ins live in third_party/images/ (licences beside them); the paper's
+  # own photos carry no licence, so pass their path with --config.image.
   config.image = "third_party/images/cat.jpg"
   config.crop = "top_left"      # the paper's crop; "center" keeps centred objects whole
-  config.size = 100             # the net's output side (fixed by the paper's net)
-  config.scale = 0.1            # thumbnail = size * scale = 10 (fixed by the net)
+  config.size = 100             # the net's output side (the nets are built for 100)
+  config.scale = 0.1            # thumbnail = size * scale = 10 (likewise)
 
   # "paper": the seed's net (all fields below as in the paper). "snap": the superpixel
-  # graph net of singleseg_jax/snap.py (beyond the paper; configs/snap.py), which uses
+  # graph net of singleseg_jax/snap/ (beyond the paper; configs/snap.py), which uses
   # the snap_* fields, batch_size, learning_rate, num_samples (for its val pairs) too.
   config.variant = "paper"
   config.snap_segments = 100    # superpixels of the 100x100 image

@@ -1,7 +1,6 @@
-"""The README's first command: a short but real fit of the bundled coffee cup (about one
-minute of training on two CPU cores; 2 min 11 s with the install, session 5), ending with
-a cut-out on disk. A half-width net (in_channels 64) and 300 pairs; the centre crop
-keeps the cup whole."""
+"""The README's first command: a short but real fit of the bundled coffee cup, ending
+with a cut-out on disk (the README gives its measured time). A half-width net
+(in_channels 64) and 300 pairs; the centre crop keeps the cup whole."""
 from experiments.configs import default
 
 

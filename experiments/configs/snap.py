@@ -1,10 +1,10 @@
-"""Beyond the paper (issue #8): the `snap` variant on the bundled coffee cup.
+"""Beyond the paper: the snap variant on the bundled coffee cup.
 
-A superpixel graph net (singleseg_jax/snap.py) fitted to the one image on sloppy
-outlines of regions made from its own superpixels; no outside data. 24 epochs of 25
-updates on fresh batches of 64 pairs (600 updates, about 30-60 s on two CPU cores),
-Adam 3e-3 with the seed's L2 1e-4; 75 fixed pairs for validation. The schedule was
-set once on the bundled coffee image, not tuned on any benchmark image.
+A superpixel graph net (singleseg_jax/snap/) fitted to the one image on sloppy outlines
+of regions made from its own superpixels; no outside data. 24 epochs of 25 updates on
+fresh batches of 64 pairs (600 updates), Adam 3e-3 with the seed's L2 1e-4; 75 fixed
+pairs for validation. The schedule was set once on the bundled coffee image, not tuned
+on any evaluation image.
 """
 from experiments.configs import default
 

@@ -9,7 +9,8 @@
 - `grabcut`: OpenCV's GrabCut initialised from the outline (`cv2.GC_INIT_WITH_MASK`):
   inside probable foreground; with `band=0` everything outside is background (plain);
   with `band=b` the pixels outside within b pixels of the outline are probable
-  background and the rest background (the trimap variant). `union_grabcut` starts
+  background and the rest background (the trimap variant). `band` is in pixels of the
+  image GrabCut runs on: callers pass `DEFAULT_BAND * side / 100`. `union_grabcut` starts
   the trimap variant from the outline united with a net's mask. OpenCV is the optional
   `eval` extra (`pip install 'singleseg-jax[eval]'`), imported only when called.
 """
@@ -20,10 +21,15 @@ import numpy as np
 
 from singleseg_jax import image as image_lib
 from singleseg_jax.errors import InputError
-from singleseg_jax.evaluation.metrics import resize_mask
-from singleseg_jax.evaluation.outlines import within_distance
+from singleseg_jax.geometry import within_distance
+from singleseg_jax.image import resize_mask
 
 UPSAMPLING = ("nearest", "bicubic")
+#: GrabCut's defaults for the baselines and the hybrid: the probable-background band in
+#: pixels of the 100x100 frame (callers scale it by side / 100 at full resolution, so
+#: it covers the same share of every image), and iterations.
+DEFAULT_BAND = 5.0
+DEFAULT_ITERATIONS = 5
 EVAL_EXTRA_HINT = "pip install 'singleseg-jax[eval]' (or pip install opencv-python-headless)"
 
 
@@ -115,10 +121,11 @@ def grabcut(image, outline, *, band: float = 0, iterations: int = 5, seed: int =
   return np.isin(labels, (cv2.GC_FGD, cv2.GC_PR_FGD))
 
 
-def union_grabcut(image, outline, net_mask, *, band: float = 5, iterations: int = 5,
+def union_grabcut(image, outline, net_mask, *, band: float, iterations: int = DEFAULT_ITERATIONS,
                   seed: int = 0) -> np.ndarray:
-  """The snap + GrabCut hybrid: GrabCut with a `band`-pixel probable-background band,
-  started from the outline united with the net's mask (all at the image's size).
+  """The snap + GrabCut hybrid: GrabCut with a `band`-pixel probable-background band
+  (pixels of `image`), started from the outline united with the net's mask (all at the
+  image's size).
 
   The net may only extend the outline (where it saw the object go on past it);
   GrabCut then trims what the outline took in too much.

@@ -16,8 +16,8 @@ the boundary that no metric counts (`split_labels` reads values >= 192 as object
   ground-truth boundary where the prediction agrees with them.
 
 Scaling between the 100x100 frame and the original crop uses the library's MATLAB
-`imresize` (bicubic, antialiased when shrinking): masks as 0/255 images thresholded
-at one half (as `experiments.cutouts.full_resolution` scales the method's mask), and
+`imresize` (bicubic, antialiased when shrinking): masks by `image.resize_mask` (as
+`cutouts.full_resolution` scales the method's mask), and
 the ground truth as the three indicator images (object, band, background) whose
 resized fractions decide each small pixel (`downsample_labels`).
 """
@@ -28,13 +28,14 @@ from typing import NamedTuple
 import numpy as np
 
 from singleseg_jax.errors import InputError
-from singleseg_jax.evaluation.outlines import distance_transform, within_distance
+from singleseg_jax.geometry import boundary, distance_transform, within_distance
 from singleseg_jax import image as image_lib
 
 OBJECT, IGNORE, BACKGROUND = 255, 128, 0
 
 
 class Labels(NamedTuple):
+  """A ground truth split into the object and the band no metric counts."""
   object: np.ndarray  # (H, W) bool: the object (band pixels are False)
   ignore: np.ndarray  # (H, W) bool: the uncertain band
 
@@ -59,15 +60,8 @@ def iou(pred, gt, ignore=None) -> float:
   return 1.0 if union == 0 else inter / union
 
 
-def boundary(mask) -> np.ndarray:
-  """Mask pixels with a 4-neighbour outside the mask (edge-replicated at the border)."""
-  m = np.asarray(mask).astype(bool)
-  p = np.pad(m, 1, mode="edge")
-  interior = p[:-2, 1:-1] & p[2:, 1:-1] & p[1:-1, :-2] & p[1:-1, 2:]
-  return m & ~interior
-
-
 class BoundaryScore(NamedTuple):
+  """Boundary F with its precision and recall."""
   f: float
   precision: float
   recall: float
@@ -101,16 +95,8 @@ def split_labels(mask) -> Labels:
   return Labels(m >= 192, (m >= 64) & (m < 192))
 
 
-def resize_levels_2d(levels, out_hw) -> np.ndarray:
-  """`imresize` of one (H, W) channel of 0..255 levels, rounded and clipped like uint8.
-
-  """
-  a = np.asarray(levels, np.float64)
-  return image_lib.resize_levels(a[..., None], (int(out_hw[0]), int(out_hw[1])))[..., 0]
-
-
 def _resize_fraction(indicator: np.ndarray, out_hw) -> np.ndarray:
-  return resize_levels_2d(indicator.astype(np.float64) * 255, out_hw) / 255
+  return image_lib.resize_channel(indicator.astype(np.float64) * 255, out_hw) / 255
 
 
 def downsample_labels(labels: Labels, size: int) -> Labels:
@@ -134,56 +120,8 @@ def resolve_band(labels: Labels) -> np.ndarray:
   return labels.object | (labels.ignore & (to_obj <= to_bg))
 
 
-def resize_mask(mask, out_hw) -> np.ndarray:
-  """A mask resized with `imresize` as a 0/255 image and thresholded at 128. A float
-  mask is taken as a probability in [0, 1] (not rounded first)."""
-  m = np.asarray(mask)
-  m = m.astype(np.float64) if np.issubdtype(m.dtype, np.floating) else m.astype(bool)
-  return resize_levels_2d(np.clip(m, 0, 1).astype(np.float64) * 255, out_hw) >= 128
-
-
-def crop_box_array(a: np.ndarray, crop_box) -> np.ndarray:
-  """The (top, left, side) square of an (H, W, ...) array."""
-  top, left, side = crop_box
-  return a[top:top + side, left:left + side]
-
-
 def scores(pred, labels: Labels, tolerance: float) -> dict:
   """IoU and boundary F (with its precision and recall) of one prediction."""
   bf = boundary_fscore(pred, labels.object, labels.ignore, tolerance)
   return {"iou": iou(pred, labels.object, labels.ignore), "bf": bf.f,
           "bf_precision": bf.precision, "bf_recall": bf.recall}
-
-
-def summarise_ci(values, confidence: float = 0.95) -> tuple[float, float]:
-  """(mean, half-width of the Student-t interval) of independent values (nan-free).
-
-  The half-width is nan for fewer than two values. Only 95% is tabulated.
-  """
-  v = np.asarray(values, np.float64)
-  v = v[np.isfinite(v)]
-  if len(v) == 0:
-    return float("nan"), float("nan")
-  if confidence != 0.95:
-    raise InputError("only 95% intervals are tabulated")
-  mean = float(v.mean())
-  if len(v) < 2:
-    return mean, float("nan")
-  half = t_quantile_975(len(v) - 1) * float(v.std(ddof=1)) / np.sqrt(len(v))
-  return mean, half
-
-
-# Student's t 0.975 quantiles for 1..30 degrees of freedom (scipy.stats.t.ppf).
-_T975 = (12.7062, 4.3027, 3.1824, 2.7764, 2.5706, 2.4469, 2.3646, 2.3060, 2.2622, 2.2281,
-         2.2010, 2.1788, 2.1604, 2.1448, 2.1314, 2.1199, 2.1098, 2.1009, 2.0930, 2.0860,
-         2.0796, 2.0739, 2.0687, 2.0639, 2.0595, 2.0555, 2.0518, 2.0484, 2.0452, 2.0423)
-
-
-def t_quantile_975(df: int) -> float:
-  """Student's t 0.975 quantile (table to 30 df, then the Cornish-Fisher expansion)."""
-  if df < 1:
-    raise InputError(f"degrees of freedom must be >= 1, got {df}")
-  if df <= len(_T975):
-    return _T975[df - 1]
-  z = 1.959964
-  return z + (z ** 3 + z) / (4 * df) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * df ** 2)

@@ -1,16 +1,18 @@
-"""Simulated sloppy outlines from a ground-truth mask (pure numpy, no OpenCV or SciPy).
+"""Simulated sloppy outlines from a ground-truth mask (numpy; distances by scipy).
 
 An outline is made in four steps, each its own function:
 
 1. `offset_mask(mask, d)`: the object grown (d > 0) or shrunk (d < 0) by d pixels,
-   through an exact Euclidean distance transform (`distance_transform`, or its banded
-   form `within_distance`). Distances are measured inside the image only: the image
-   border is neither object nor background, so shrinking does not eat an object that
-   the crop cuts.
+   through an exact Euclidean distance transform (`geometry.within_distance`).
+   Distances are measured inside the image only: the image border is neither object
+   nor background, so shrinking does not eat an object that the crop cuts.
 2. `trace_boundary(mask)`: the outer boundary of one 8-connected component, traced
    along the pixel edges (crack following: Moore-neighbour tracing whose vertices are
    pixel corners rather than pixel centres). Filling the full trace with
-   `singleseg_jax.polygon_mask` gives the component back exactly, holes filled.
+   `singleseg_jax.polygon_mask` gives the component back exactly, holes filled; the
+   library tracers (OpenCV's `findContours`, scikit-image's `find_contours`) put
+   vertices on pixel centres or half-levels, whose filled polygon loses part of every
+   border pixel, so this one is written here.
 3. `resample_closed(vertices, k, phase)`: k vertices evenly spaced by arc length
    along the contour, starting at a random fraction `phase` of the perimeter.
 4. Gaussian jitter of sigma pixels on every kept vertex (clipped to the image frame),
@@ -24,68 +26,16 @@ comes from an explicit `np.random.Generator`.
 """
 from __future__ import annotations
 
-from collections import deque
 from typing import NamedTuple, Optional, Sequence
 
 import numpy as np
 
 from singleseg_jax.errors import InputError
+from singleseg_jax.geometry import as_bool_2d, label_components, within_distance
 from singleseg_jax.image import polygon_mask
 
 # Crack directions, clockwise on screen (y points down): east, south, west, north.
 _STEPS = ((1, 0), (0, 1), (-1, 0), (0, -1))
-
-
-def _as_bool_2d(mask, name: str = "mask") -> np.ndarray:
-  arr = np.asarray(mask)
-  if arr.ndim != 2:
-    raise InputError(f"{name} must be a 2-D array, got shape {arr.shape}")
-  return arr.astype(bool, copy=False)
-
-
-def _column_distance(features: np.ndarray) -> np.ndarray:
-  """Distance along each column to the nearest True pixel of that column (inf if none)."""
-  h = features.shape[0]
-  idx = np.arange(h, dtype=np.float64)[:, None]
-  above = np.maximum.accumulate(np.where(features, idx, -np.inf), axis=0)
-  below = np.minimum.accumulate(np.where(features, idx, np.inf)[::-1], axis=0)[::-1]
-  return np.minimum(idx - above, below - idx)
-
-
-def distance_transform(features) -> np.ndarray:
-  """Exact Euclidean distance from every pixel to the nearest True pixel of `features`.
-
-  Pixels are unit squares compared by their centres; True pixels get 0, and every
-  pixel gets inf when there is no True pixel. Two separable passes (Saito-Toriwaki):
-  the distance along each column, then for each row the exact minimum over all
-  columns of g(x')^2 + (x - x')^2 (brute force, O(H W^2) in row chunks).
-  """
-  f = _as_bool_2d(features, "features")
-  h, w = f.shape
-  g2 = _column_distance(f) ** 2
-  dx2 = (np.arange(w)[:, None] - np.arange(w)[None, :]).astype(np.float64) ** 2
-  out = np.empty((h, w))
-  chunk = max(1, int(4e6 // max(w * w, 1)))
-  for r in range(0, h, chunk):
-    out[r:r + chunk] = np.min(g2[r:r + chunk, None, :] + dx2[None], axis=-1)
-  return np.sqrt(out)
-
-
-def within_distance(features, radius: float) -> np.ndarray:
-  """Pixels whose Euclidean distance to a True pixel of `features` is <= `radius`.
-
-  Exact, like thresholding `distance_transform`, but the row pass only looks
-  `floor(radius)` columns each way, so it costs O(H W radius) (cheap at full size).
-  """
-  f = _as_bool_2d(features, "features")
-  if radius < 0:
-    raise InputError(f"radius must be >= 0, got {radius}")
-  g2 = _column_distance(f) ** 2
-  best = g2.copy()
-  for dx in range(1, min(int(np.floor(radius)), f.shape[1] - 1) + 1):
-    best[:, dx:] = np.minimum(best[:, dx:], g2[:, :-dx] + dx * dx)
-    best[:, :-dx] = np.minimum(best[:, :-dx], g2[:, dx:] + dx * dx)
-  return best <= radius * radius + 1e-9
 
 
 def offset_mask(mask, d: float) -> np.ndarray:
@@ -95,35 +45,12 @@ def offset_mask(mask, d: float) -> np.ndarray:
   pixels farther than |d| from every background pixel (so erosion is the complement of
   the background's dilation). Only pixels inside the image count as background.
   """
-  m = _as_bool_2d(mask)
+  m = as_bool_2d(mask)
   if d > 0:
     return within_distance(m, d)
   if d < 0:
     return m & ~within_distance(~m, -d)
   return m.copy()
-
-
-def label_components(mask) -> tuple[np.ndarray, int]:
-  """8-connected components: (labels (H, W) int32, 0 = background, 1..n), n."""
-  m = _as_bool_2d(mask)
-  h, w = m.shape
-  labels = np.zeros((h, w), np.int32)
-  n = 0
-  for r, c in zip(*np.nonzero(m)):
-    if labels[r, c]:
-      continue
-    n += 1
-    labels[r, c] = n
-    queue = deque([(r, c)])
-    while queue:
-      y, x = queue.popleft()
-      for dy in (-1, 0, 1):
-        for dx in (-1, 0, 1):
-          yy, xx = y + dy, x + dx
-          if 0 <= yy < h and 0 <= xx < w and m[yy, xx] and not labels[yy, xx]:
-            labels[yy, xx] = n
-            queue.append((yy, xx))
-  return labels, n
 
 
 def trace_boundary(mask) -> np.ndarray:
@@ -134,7 +61,7 @@ def trace_boundary(mask) -> np.ndarray:
   at a corner the trace turns towards the second one, so the polygon encloses the whole
   8-connected component; holes are not traced (filling the polygon fills them).
   """
-  m = _as_bool_2d(mask)
+  m = as_bool_2d(mask)
   if not m.any():
     raise InputError("cannot trace an empty mask")
   p = np.pad(m, 1)
@@ -171,6 +98,7 @@ def trace_boundary(mask) -> np.ndarray:
 
 
 def perimeter(vertices) -> float:
+  """Length of a closed polygon."""
   v = np.asarray(vertices, np.float64)
   return float(np.linalg.norm(np.roll(v, -1, axis=0) - v, axis=1).sum())
 
@@ -206,6 +134,7 @@ def rasterise(polygons: Sequence[np.ndarray], height: int, width: int,
 
 
 class Outline(NamedTuple):
+  """A simulated outline: its polygons and their filled mask."""
   polygons: list      # (K_i, 2) float (x, y) vertices in the mask's pixel frame
   mask: np.ndarray    # (H, W) bool: the filled polygons
 
@@ -232,7 +161,7 @@ def simulate_outline(mask, d: float = 0.0, sigma: float = 0.0, vertices: Optiona
   anything is random (sigma > 0 or vertices set). Raises InputError when the offset
   leaves nothing to outline.
   """
-  m = _as_bool_2d(mask)
+  m = as_bool_2d(mask)
   h, w = m.shape
   if sigma < 0:
     raise InputError(f"sigma must be >= 0, got {sigma}")

@@ -1,10 +1,12 @@
-"""The sloppy-outline protocol, without flags: what `experiments.evaluate` runs per
-image, and what `experiments.ablate_width` reuses to score each fitted net.
+"""The sloppy-outline protocol per image: what the evaluation runs on every image, and
+what the width ablation reuses to score each fitted net.
 
 An image and its ground-truth mask become a `Case` (square crop, 100x100 and full
 resolution labels); `evaluate_image` simulates outlines from the ground truth for each
 `Setting` and scores each method's answer (IoU and boundary F, the 128 band ignored).
-See `experiments/evaluate.py` for the protocol in full.
+Lengths (the boundary-F tolerance, GrabCut's band) are pixels of the 100x100 frame,
+scaled by side / 100 at full resolution. `evaluation.dataset` documents the protocol
+in full.
 """
 from __future__ import annotations
 
@@ -18,11 +20,15 @@ import numpy as np
 from absl import logging
 from PIL import Image
 
-import singleseg_jax as ss
-from experiments import train
-from singleseg_jax import evaluation as ev
+from singleseg_jax import image as image_lib
+from singleseg_jax import run
+from singleseg_jax.errors import InputError
+from singleseg_jax.evaluation import baselines as B
 from singleseg_jax.evaluation import metrics as M
+from singleseg_jax.evaluation import outlines as O
 from singleseg_jax.fit import fit
+from singleseg_jax.progress import Progress
+from singleseg_jax.segment import segment
 
 METHODS = ("net", "outline", "thumbnail_nearest", "thumbnail_bicubic", "grabcut_100",
            "grabcut_full", "grabcut_trimap_full", "net_grabcut_full", "union_grabcut_full")
@@ -30,21 +36,19 @@ HYBRID_METHODS = ("net_grabcut_full", "union_grabcut_full")
 CV2_METHODS = frozenset({"grabcut_100", "grabcut_full", "grabcut_trimap_full",
                          *HYBRID_METHODS})
 MIN_OBJECT_FRACTION = 0.01
-# Scoring and GrabCut defaults: boundary F tolerance in pixels at 100x100, GrabCut
-# iterations, probable-background band in full-resolution pixels. `evaluate`'s flags
-# default to these; `ablate_width` scores with them.
+#: Boundary F tolerance in pixels at 100x100 (the evaluation's flag defaults to it).
 BF_TOLERANCE = 2.0
-GRABCUT_ITERATIONS = 5
-TRIMAP_BAND = 5.0
 
 
-def options(variant: str = "paper", *, tolerance: float = BF_TOLERANCE,
-            iterations: int = GRABCUT_ITERATIONS, band: float = TRIMAP_BAND) -> dict:
-  """The options dict `evaluate_image` and `mean_net_iou` read."""
+def options(variant: str, *, tolerance: float = BF_TOLERANCE,
+            iterations: int = B.DEFAULT_ITERATIONS, band: float = B.DEFAULT_BAND) -> dict:
+  """The options `evaluate_image` and `mean_net_iou` read (lengths at 100x100)."""
   return {"tolerance": tolerance, "iterations": iterations, "band": band, "variant": variant}
 
 
 class Setting(NamedTuple):
+  """One simulated outline: offset d, vertex jitter sigma (pixels at 100x100), vertices
+  kept (0: all) and the seed of its randomness."""
   d: float
   sigma: float
   vertices: int
@@ -52,8 +56,9 @@ class Setting(NamedTuple):
 
 
 class Case(NamedTuple):
+  """One image of the evaluation with its ground truth at both scales."""
   name: str
-  prep: ss.PreparedImage
+  prep: image_lib.PreparedImage
   crop: np.ndarray          # (side, side, 3) uint8: the square of the original
   full: M.Labels            # ground truth on the crop at full resolution
   small: M.Labels           # ground truth at 100x100
@@ -62,35 +67,37 @@ class Case(NamedTuple):
 
 
 def load_case(name, image_path, mask_path, config, crop) -> Case:
-  original = ss.load_image(image_path)
+  """The `Case` of one image and its 8-bit ground truth; InputError if they do not fit."""
+  original = image_lib.load_image(image_path)
   try:
     with Image.open(mask_path) as im:
       gt = np.asarray(im.convert("L"))
   except OSError as e:
-    raise ss.InputError(f"cannot read mask {mask_path}: {e}") from None
+    raise InputError(f"cannot read mask {mask_path}: {e}") from None
   if gt.shape != original.shape[:2]:
-    raise ss.InputError(f"mask is {gt.shape[1]}x{gt.shape[0]} but the image is "
+    raise InputError(f"mask is {gt.shape[1]}x{gt.shape[0]} but the image is "
                         f"{original.shape[1]}x{original.shape[0]}")
-  prep = ss.prepare_image(original, config.size, config.scale, crop)
-  full = M.split_labels(M.crop_box_array(gt, prep.crop_box))
+  prep = image_lib.prepare_image(original, config.size, config.scale, crop)
+  full = M.split_labels(image_lib.crop_to_box(gt, prep.crop_box))
   small = M.downsample_labels(full, config.size)
-  return Case(name, prep, M.crop_box_array(original, prep.crop_box), full, small,
+  return Case(name, prep, image_lib.crop_to_box(original, prep.crop_box), full, small,
               M.resolve_band(small), original.shape[:2])
 
 
 def fit_net(config, image):
   """(best-val-loss net, seconds, epochs, why it stopped) for one 100x100 image."""
-  options = train.fit_options(config)
+  options = run.fit_options(config)
   best = [None]
   t0 = time.perf_counter()
+  progress = Progress(options.num_epochs)
 
   def on_epoch(state, record):
     if state.plateau.best_epoch == state.plateau.epoch or best[0] is None:
       # The next epoch donates the state's buffers: keep a copy of the parameters.
       best[0] = _Net(state.train.graphdef, jax.tree.map(jnp.copy, state.train.params))
+    progress.update(record["epoch"])
     if record["epoch"] % 20 == 0:
-      logging.info("  fit epoch %d/%d  val loss %.4g  (%.1f s)", record["epoch"],
-                   options.num_epochs, record["val_loss"], time.perf_counter() - t0)
+      logging.info("  fit epoch %s (at most), val loss %.4g", progress, record["val_loss"])
 
   state, reason = fit(jax.random.key(config.seed), image, options, on_epoch=on_epoch)
   return best[0], time.perf_counter() - t0, state.epoch, reason
@@ -118,18 +125,23 @@ class NetRunner:
   def __call__(self, outline: np.ndarray):
     if not self.warm:
       try:
-        ss.segment(self.state, self.image, outline, jax.random.key(self.seed))
-      except ss.InputError:
+        segment(self.state, self.image, outline, jax.random.key(self.seed))
+      except InputError:
         pass
       self.warm = True
     t0 = time.perf_counter()
     soft = None
     try:
-      res = ss.segment(self.state, self.image, outline, jax.random.key(self.seed))
+      res = segment(self.state, self.image, outline, jax.random.key(self.seed))
       mask, soft, note = res.mask, res.probability, ""
-    except ss.InputError:  # the outline covers no thumbnail pixel: the net gets nothing
+    except InputError:  # the outline covers no thumbnail pixel: the net gets nothing
       mask, note = np.zeros_like(outline), "outline covers no thumbnail pixel: empty mask"
     return np.asarray(mask, bool), soft, time.perf_counter() - t0, note
+
+
+def full_band(case: Case, band: float) -> float:
+  """A band of `band` pixels at 100x100 in pixels of the case's full-resolution crop."""
+  return band * case.full.object.shape[0] / case.small.object.shape[0]
 
 
 def run_method(method, case: Case, outline, outline_full, net, opts):
@@ -139,27 +151,27 @@ def run_method(method, case: Case, outline, outline_full, net, opts):
   if method == "net":
     mask, soft, seconds, note = net(outline)
     side = case.full.object.shape[0]
-    full = None if soft is None else M.resize_mask(soft, (side, side))
+    full = None if soft is None else image_lib.resize_mask(soft, (side, side))
     return mask, full, seconds, note
   if method == "outline":
-    return ev.outline_answer(outline), ev.outline_answer(outline_full), 0.0, ""
+    return B.outline_answer(outline), B.outline_answer(outline_full), 0.0, ""
   if method == "thumbnail_nearest":
-    mask = ev.thumbnail_roundtrip(outline, upsample="nearest")
+    mask = B.thumbnail_roundtrip(outline, upsample="nearest")
   elif method == "thumbnail_bicubic":
-    mask = ev.thumbnail_roundtrip(outline, upsample="bicubic")
+    mask = B.thumbnail_roundtrip(outline, upsample="bicubic")
   elif method == "grabcut_100":
-    mask = ev.grabcut(case.prep.image, outline, iterations=opts["iterations"])
-    if ev.grabcut_degenerate(ev.grabcut_init(outline)):
+    mask = B.grabcut(case.prep.image, outline, iterations=opts["iterations"])
+    if B.grabcut_degenerate(B.grabcut_init(outline)):
       note = "grabcut cannot run: answered the outline"
   elif method in ("grabcut_full", "grabcut_trimap_full"):
-    band = opts["band"] if method == "grabcut_trimap_full" else 0
-    full = ev.grabcut(case.crop, outline_full, band=band, iterations=opts["iterations"])
+    band = full_band(case, opts["band"]) if method == "grabcut_trimap_full" else 0
+    full = B.grabcut(case.crop, outline_full, band=band, iterations=opts["iterations"])
     seconds = time.perf_counter() - t0
-    if ev.grabcut_degenerate(ev.grabcut_init(outline_full, band)):
+    if B.grabcut_degenerate(B.grabcut_init(outline_full, band)):
       note = "grabcut cannot run: answered the outline"
     return None, full, seconds, note
   else:
-    raise ss.InputError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    raise InputError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
   return mask, None, time.perf_counter() - t0, note
 
 
@@ -171,40 +183,41 @@ def evaluate_image(case: Case, net, settings, methods, opts, fit_info) -> tuple[
   rows, skipped = [], []
   for s in settings:
     try:
-      out = ev.simulate_outline(case.sim_object, s.d, s.sigma, s.vertices or None,
+      out = O.simulate_outline(case.sim_object, s.d, s.sigma, s.vertices or None,
                                 outline_rng(case.name, s))
-    except ss.InputError as e:
+    except InputError as e:
       skipped.append(f"{case.name} d={s.d:g} sigma={s.sigma:g} vertices={s.vertices} "
                      f"seed={s.seed}: {e}")
       continue
-    outline_full = ev.rasterise(out.polygons, side, side, scale=side / size)
+    outline_full = O.rasterise(out.polygons, side, side, scale=side / size)
     base = {"image": case.name, "d": s.d, "sigma": s.sigma, "vertices": s.vertices,
             "seed": s.seed, "side": side,
             "outline_iou": M.iou(out.mask, case.small.object, case.small.ignore),
             "outline_iou_full": M.iou(outline_full, case.full.object, case.full.ignore),
             **fit_info}
     net_answer = None
+    band = full_band(case, opts["band"])
     for method in methods:
       if method in HYBRID_METHODS:
         net_full = net_answer[1] if net_answer[1] is not None else \
-            M.resize_mask(net_answer[0], (side, side))
+            image_lib.resize_mask(net_answer[0], (side, side))
         start = net_full | outline_full if method == "union_grabcut_full" else net_full
         t0 = time.perf_counter()
-        full = ev.grabcut(case.crop, start, band=opts["band"], iterations=opts["iterations"]) \
+        full = B.grabcut(case.crop, start, band=band, iterations=opts["iterations"]) \
             if method == "net_grabcut_full" else \
-            ev.union_grabcut(case.crop, outline_full, net_full, band=opts["band"],
-                             iterations=opts["iterations"])
+            B.union_grabcut(case.crop, outline_full, net_full, band=band,
+                            iterations=opts["iterations"])
         small, seconds = None, time.perf_counter() - t0 + net_answer[2]
         note = "grabcut cannot run: answered its start mask" \
-            if ev.grabcut_degenerate(ev.grabcut_init(start, opts["band"])) else ""
+            if B.grabcut_degenerate(B.grabcut_init(start, band)) else ""
       else:
         small, full, seconds, note = run_method(method, case, out.mask, outline_full, net, opts)
       if method == "net":
         net_answer = (small, full, seconds)
       if small is None:
-        small = M.resize_mask(full, (size, size))
+        small = image_lib.resize_mask(full, (size, size))
       if full is None:
-        full = M.resize_mask(small, (side, side))
+        full = image_lib.resize_mask(small, (side, side))
       a = M.scores(small, case.small, tol_small)
       b = M.scores(full, case.full, tol_full)
       rows.append({**base, "method": method, "variant": opts["variant"] if method == "net" else "",
@@ -217,6 +230,6 @@ def mean_net_iou(case: Case, net, settings, opts) -> dict:
   """Mean IoU and boundary F of the net alone over `settings` (100x100 and full size)."""
   rows, _ = evaluate_image(case, net, settings, ["net"], opts, {})
   if not rows:
-    raise ss.InputError(f"{case.name}: no outline could be simulated")
+    raise InputError(f"{case.name}: no outline could be simulated")
   return {k: float(np.mean([r[k] for r in rows])) for k in ("iou", "iou_full", "bf_full")} | \
       {"outlines": len(rows)}

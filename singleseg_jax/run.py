@@ -1,4 +1,7 @@
-"""train_and_evaluate(config, workdir): one image, one fitted net, files on disk.
+"""The run directory: one image, one fitted net, its files on disk.
+
+`train_and_evaluate(config, workdir)` fits (or resumes) and writes the directory;
+`load_run(workdir)` reads a finished or running one back.
 
 The workdir holds:
   config.json        the config of the run (a rerun must match it, except for
@@ -23,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import time
+
 import jax
 import ml_collections
 import numpy as np
@@ -30,32 +34,36 @@ import orbax.checkpoint as ocp
 from absl import logging
 from PIL import Image
 
-import singleseg_jax as ss
-from singleseg_jax.fit import (FitOptions, FitState, TrainingDiverged, fit, fixed_data, init_state,
-                              snap_data)
-from experiments import figures
+from singleseg_jax import figures, tables
+from singleseg_jax import image as image_lib
+from singleseg_jax.errors import InputError
+from singleseg_jax.fit import FitOptions, FitState, TrainingDiverged, fit, init_state
+from singleseg_jax.paper.model import INPUT_SIDE, OUTPUT_SIDE, count_params
+from singleseg_jax.progress import Progress, hms
+from singleseg_jax.train import PlateauState, TrainState
 
 #: Config fields that may change between a run and its resumption.
 MUTABLE_FIELDS = ("num_epochs", "checkpoint_every", "num_grid")
-NET_SIDE, NET_INPUT_SIDE = 100, 10
 
 
 def fit_options(config: ml_collections.ConfigDict) -> FitOptions:
   """The library's options from a config; raises InputError on bad values."""
-  if config.size != NET_SIDE or ss.image.thumbnail_size(config.size, config.scale) != NET_INPUT_SIDE:
-    raise ss.InputError(f"the paper's net maps {NET_INPUT_SIDE}x{NET_INPUT_SIDE} to "
-                        f"{NET_SIDE}x{NET_SIDE}: use size={NET_SIDE}, scale=0.1")
+  if (config.size != OUTPUT_SIDE
+      or image_lib.thumbnail_size(config.size, config.scale) != INPUT_SIDE):
+    raise InputError(f"the nets map {INPUT_SIDE}x{INPUT_SIDE} outlines to "
+                     f"{OUTPUT_SIDE}x{OUTPUT_SIDE}: use size={OUTPUT_SIDE}, "
+                     f"scale={INPUT_SIDE / OUTPUT_SIDE:g}")
   fields = FitOptions.__dataclass_fields__
   try:
     return FitOptions(**{k: config[k] for k in fields})
   except KeyError as e:
-    raise ss.InputError(f"config lacks field {e}") from None
+    raise InputError(f"config lacks field {e}") from None
 
 
-def prepare(config) -> tuple[np.ndarray, ss.PreparedImage]:
+def prepare(config) -> tuple[np.ndarray, image_lib.PreparedImage]:
   """Loads and prepares the run's photo; returns (original, prepared)."""
-  original = ss.load_image(config.image)
-  return original, ss.prepare_image(original, config.size, config.scale, config.crop)
+  original = image_lib.load_image(config.image)
+  return original, image_lib.prepare_image(original, config.size, config.scale, config.crop)
 
 
 def _managers(workdir: str):
@@ -77,7 +85,7 @@ def _save(manager, state: FitState):
   manager.wait_until_finished()
 
 
-def _restore(manager, template: ss.TrainState, step: int | None = None):
+def _restore(manager, template: TrainState, step: int | None = None):
   step = manager.latest_step() if step is None else step
   target = {"params": template.params, "opt_state": template.opt_state, "step": template.step}
   abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
@@ -86,7 +94,7 @@ def _restore(manager, template: ss.TrainState, step: int | None = None):
   s = got["state"]
   train = template.replace(params=s["params"], opt_state=s["opt_state"], step=s["step"])
   meta = got["meta"]
-  return FitState(train, ss.train.PlateauState(*meta["plateau"]), meta["epoch"]), meta
+  return FitState(train, PlateauState(*meta["plateau"]), meta["epoch"]), meta
 
 
 def _check_same_run(workdir: str, config) -> None:
@@ -99,7 +107,7 @@ def _check_same_run(workdir: str, config) -> None:
   diff = sorted(k for k in set(old) | set(new)
                 if k not in MUTABLE_FIELDS and old.get(k) != new.get(k))
   if diff:
-    raise ss.InputError(f"{workdir} holds a run with a different config ({', '.join(diff)}); "
+    raise InputError(f"{workdir} holds a run with a different config ({', '.join(diff)}); "
                         "use a new --workdir")
 
 
@@ -114,21 +122,11 @@ def _truncate_metrics(path: str, epochs: int) -> list[dict]:
   return rows
 
 
-class _Progress:
-  """Epoch progress in the log: losses, seconds per epoch and ETA."""
-
-  def __init__(self, total: int, start: int):
-    self.total, self.start, self.t0 = total, start, time.perf_counter()
-
-  def __call__(self, record: dict) -> None:
-    done = record["epoch"] - self.start
-    per = (time.perf_counter() - self.t0) / max(done, 1)
-    eta = per * (self.total - record["epoch"])
-    extra = "mse" if "val_mse" in record else "error"
-    logging.info("epoch %d/%d  train %.4g  val %.4g  (val %s %.5f)  %.2f s/epoch  ETA %s "
-                 "(at most; the plateau rule may stop sooner)", record["epoch"], self.total,
-                 record["train_loss"], record["val_loss"], extra, record[f"val_{extra}"], per,
-                 time.strftime("%H:%M:%S", time.gmtime(eta)))
+def _log_epoch(progress: Progress, record: dict, metric: str) -> None:
+  logging.info("epoch %d/%d  train %.4g  val %.4g  (val %s %.5f)  %.2f s/epoch  ETA %s "
+               "(at most; the plateau rule may stop sooner)", record["epoch"], progress.total,
+               record["train_loss"], record["val_loss"], metric, record[f"val_{metric}"],
+               progress.seconds_per_unit, hms(progress.eta))
 
 
 def _tensorboard(workdir: str, start_epoch: int):
@@ -147,20 +145,20 @@ def load_run(workdir: str, which: str = "best"):
   running run; raises InputError with a one-line reason if anything is missing."""
   path = os.path.join(workdir, "config.json")
   if not os.path.isdir(workdir):
-    raise ss.InputError(f"workdir not found: {workdir}")
+    raise InputError(f"workdir not found: {workdir}")
   if not os.path.exists(path):
-    raise ss.InputError(f"{workdir} is not a run directory (no config.json)")
+    raise InputError(f"{workdir} is not a run directory (no config.json)")
   with open(path) as f:
     config = ml_collections.ConfigDict(json.load(f))
   try:
     with open(os.path.join(workdir, "run.json")) as f:
       info = json.load(f)
   except (OSError, ValueError):
-    raise ss.InputError(f"{workdir} has no readable run.json") from None
+    raise InputError(f"{workdir} has no readable run.json") from None
   latest, best = _managers(workdir)
   manager = best if which == "best" and best.latest_step() is not None else latest
   if manager.latest_step() is None:
-    raise ss.InputError(f"{workdir} has no checkpoint yet")
+    raise InputError(f"{workdir} has no checkpoint yet")
   template = init_state(jax.random.key(config.seed), fit_options(config))
   state, _ = _restore(manager, template)
   image = np.asarray(Image.open(os.path.join(workdir, "image.png")).convert("RGB"))
@@ -173,8 +171,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   original, prep = prepare(config)
   os.makedirs(workdir, exist_ok=True)
   _check_same_run(workdir, config)
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    f.write(config.to_json_best_effort(indent=2))
+  tables.atomic_write(os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=2))
   Image.fromarray(prep.image).save(os.path.join(workdir, "image.png"))
   Image.fromarray(prep.thumbnail).save(os.path.join(workdir, "thumbnail.png"))
   info_path = os.path.join(workdir, "run.json")
@@ -185,10 +182,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   key = jax.random.key(config.seed)
   latest, best = _managers(workdir)
   template = init_state(key, options)
-  info["params"] = ss.count_params(template.model())
+  info["params"] = count_params(template.model())
   if not os.path.exists(info_path):  # so a running or killed run can already be used
-    with open(info_path, "w") as f:
-      json.dump(info, f, indent=2)
+    tables.atomic_write(info_path, json.dumps(info, indent=2))
   resume = None
   if latest.latest_step() is not None:
     resume, _ = _restore(latest, template)
@@ -196,7 +192,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   metrics_path = os.path.join(workdir, "metrics.jsonl")
   history = _truncate_metrics(metrics_path, resume.epoch if resume else 0)
 
-  progress = _Progress(options.num_epochs, resume.epoch if resume else 0)
+  progress = Progress(options.num_epochs, resume.epoch if resume else 0)
+  metric = options.variant_impl.metric
   metrics_file = open(metrics_path, "a")
   board = _tensorboard(workdir, resume.epoch if resume else 0)
   t_epoch = [time.perf_counter()]
@@ -212,7 +209,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         if name != "epoch":
           board.add_scalar(name, value, record["epoch"])
     history.append(record)
-    progress(record)
+    progress.update(record["epoch"])
+    _log_epoch(progress, record, metric)
     if state.plateau.best_epoch == state.plateau.epoch:
       _save(best, state)
     if state.epoch % config.checkpoint_every == 0:
@@ -223,7 +221,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   try:
     state, stop_reason = fit(key, prep.image, options, resume=resume, on_epoch=on_epoch)
   except TrainingDiverged as e:
-    raise ss.InputError(f"training diverged ({e}); the last good checkpoints are kept in "
+    raise InputError(f"training diverged ({e}); the last good checkpoints are kept in "
                         f"{workdir}/checkpoints; try a lower learning_rate") from None
   except KeyboardInterrupt:
     if last[0] is not None and last[0].epoch != latest.latest_step():
@@ -242,28 +240,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   info["epochs"] = state.epoch
   info["best_epoch"] = state.plateau.best_epoch + 1
   info["best_val_loss"] = state.plateau.best
-  with open(info_path, "w") as f:
-    json.dump(info, f, indent=2)
+  tables.atomic_write(info_path, json.dumps(info, indent=2))
 
   best_state, _ = _restore(best, template)
   figures.loss_curve(history, os.path.join(workdir, "loss_curve.png"))
-  figures.image_grid(_val_columns(key, prep.image, options, best_state.train, config.num_grid),
-                     os.path.join(workdir, "val_grid.png"))
+  columns = options.variant_impl.val_columns(key, prep.image, options, best_state.train,
+                                             config.num_grid)
+  figures.image_grid(columns, os.path.join(workdir, "val_grid.png"))
   return info
-
-
-def _val_columns(key, image, options: FitOptions, state, num: int) -> list:
-  """Columns of val_grid.png: the net's output over its target (snap: with the
-  sloppy outline on top)."""
-  if options.variant == "snap":
-    _, val = snap_data(key, image, options)
-    n = min(num, val.outlines.shape[0])
-    outlines, regions = np.asarray(val.outlines[:n]), np.asarray(val.regions[:n])
-    prob = ss.segment(state, image, outlines, key).probability
-    img = image / 255.0
-    return [[np.where(o[..., None], img, img / 3), img * p[..., None], img * r[..., None]]
-            for o, p, r in zip(outlines, prob, regions)]
-  _, val = fixed_data(key, image, options)
-  n = min(num, len(val))
-  preds = np.asarray(state.apply(val.inputs[:n]))
-  return [[p, t] for p, t in zip(preds, np.asarray(val.targets[:n]))]

@@ -14,13 +14,14 @@ import jax.numpy as jnp
 
 from singleseg_jax import image as image_lib
 from singleseg_jax.errors import InputError
-from singleseg_jax.masks import sample_masks
+from singleseg_jax.paper.masks import sample_masks
 
 NOISE_MEAN = 127.5
 NOISE_STD = 1.2
 
 
 class Dataset(NamedTuple):
+  """Training pairs of one image."""
   inputs: jax.Array   # (N, s, s, in_channels) float32, about 0.5 + gray/255
   targets: jax.Array  # (N, S, S, 3) float32 in [0, 1]
   masks: jax.Array    # (N, S, S) bool, the region each target keeps
@@ -59,6 +60,11 @@ def make_pairs(key: jax.Array, image: jax.Array, num: int, in_channels: int,
   return Dataset(inputs, targets / 255.0, masks)
 
 
+def num_train(num_samples: int, train_fraction: float) -> int:
+  """Pairs of a fixed set of `num_samples` used for training: ceil(fraction * N)."""
+  return -(-int(round(train_fraction * num_samples * 1e6)) // 1_000_000)  # ceil, fp-safe
+
+
 def make_dataset(key: jax.Array, image, num_samples: int = 1000, in_channels: int = 256,
                  train_fraction: float = 0.75, scale: float = 0.1) -> tuple[Dataset, Dataset]:
   """The seed's fixed set: `num_samples` pairs, the first ceil(fraction*N) for training.
@@ -70,7 +76,7 @@ def make_dataset(key: jax.Array, image, num_samples: int = 1000, in_channels: in
     raise InputError(f"num_samples must be an integer >= 2, got {num_samples!r}")
   if not 0 < train_fraction < 1:
     raise InputError(f"train_fraction must be in (0, 1), got {train_fraction!r}")
-  n_train = -(-int(round(train_fraction * num_samples * 1e6)) // 1_000_000)  # ceil, fp-safe
+  n_train = num_train(num_samples, train_fraction)
   if not 1 <= n_train < num_samples:
     raise InputError(f"train_fraction {train_fraction} leaves no train or val samples")
   pairs = jax.jit(make_pairs, static_argnums=(2, 3, 4))(

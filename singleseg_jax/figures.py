@@ -1,6 +1,11 @@
-"""PNG figures: loss curves and image grids (no maths here, only drawing)."""
+"""Every PNG the project writes: loss curves, image grids, the evaluation's and the
+ablations' plots, the speed sweep (drawing only; the numbers come computed).
+
+Every file is written whole or not at all (a temporary file, then a rename).
+"""
 from __future__ import annotations
 
+import io
 from typing import Sequence
 
 import matplotlib
@@ -9,6 +14,22 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
+
+from singleseg_jax.tables import atomic_write  # noqa: E402
+
+
+def _save_figure(fig, path: str, dpi: int = 100) -> None:
+  buf = io.BytesIO()
+  fig.savefig(buf, format="png", dpi=dpi)
+  plt.close(fig)
+  atomic_write(path, buf.getvalue())
+
+
+def save_png(array: np.ndarray, path: str, optimize: bool = False) -> None:
+  """Writes a uint8 array (grey, RGB or RGBA) as a PNG, atomically."""
+  buf = io.BytesIO()
+  Image.fromarray(array).save(buf, format="PNG", optimize=optimize)
+  atomic_write(path, buf.getvalue())
 
 
 def loss_curve(history: Sequence[dict], path: str) -> None:
@@ -23,8 +44,7 @@ def loss_curve(history: Sequence[dict], path: str) -> None:
   ax.grid(alpha=0.3)
   ax.legend()
   fig.tight_layout()
-  fig.savefig(path)
-  plt.close(fig)
+  _save_figure(fig, path)
 
 
 def to_uint8(img) -> np.ndarray:
@@ -51,7 +71,7 @@ def image_grid(columns: Sequence[Sequence[np.ndarray]], path: str, titles: Seque
   for c, col in enumerate(columns):
     for r, img in enumerate(col):
       canvas.paste(Image.fromarray(to_uint8(img)), (pad + c * (w + pad), head + pad + r * (h + pad)))
-  canvas.save(path, optimize=True)
+  save_png(np.asarray(canvas), path, optimize=True)
 
 
 def scatter_by_group(rows: Sequence[dict], x: str, y, group: str, path: str,
@@ -75,8 +95,7 @@ def scatter_by_group(rows: Sequence[dict], x: str, y, group: str, path: str,
     ax.grid(alpha=0.3)
   axes[0][0].legend(fontsize=7)
   fig.tight_layout()
-  fig.savefig(path)
-  plt.close(fig)
+  _save_figure(fig, path)
 
 
 def lines_by_group(rows: Sequence[dict], x: str, ys: Sequence[str], group: str, path: str,
@@ -100,5 +119,58 @@ def lines_by_group(rows: Sequence[dict], x: str, ys: Sequence[str], group: str, 
     ax.grid(alpha=0.3)
   axes[0][-1].legend(fontsize=6, ncol=2)
   fig.tight_layout()
-  fig.savefig(path)
-  plt.close(fig)
+  _save_figure(fig, path)
+
+
+def iou_vs_error(series: dict, path: str) -> None:
+  """The evaluation's two panels: IoU against the outline offset d (mean and interval
+  per method, the outline's own IoU dotted), and IoU against the outline's own IoU.
+
+  `series` is `evaluation.reports.iou_vs_error_series`'s dict.
+  """
+  fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), dpi=100)
+  colours = plt.get_cmap("tab10")
+  ds = series["d"]
+  for i, (m, s) in enumerate(series["methods"].items()):
+    axes[0].errorbar(ds, s["mean"], yerr=s["half"], marker="o", ms=3, capsize=2,
+                     color=colours(i), label=m)
+    axes[1].plot(s["bin_x"], s["bin_y"], marker="o", ms=3, color=colours(i), label=m)
+  axes[0].plot(ds, series["outline"], ls=":", color="k", label="outline's own IoU")
+  axes[0].set_xlabel("outline offset d (pixels at 100x100; < 0 inside the object)")
+  axes[0].set_ylabel("IoU at full resolution (mean, 95% CI over images)")
+  axes[1].plot([0, 1], [0, 1], ls=":", color="k", lw=1, label="y = outline IoU")
+  axes[1].set_xlabel("outline's own IoU (full resolution; bins of 0.05)")
+  axes[1].set_ylabel("IoU at full resolution (bin mean)")
+  for ax in axes:
+    ax.grid(alpha=0.3)
+  axes[0].legend(fontsize=7)
+  axes[1].legend(fontsize=7, loc="upper left")
+  fig.tight_layout()
+  _save_figure(fig, path)
+
+
+def speed_sweep(rows: Sequence[dict], path: str) -> None:
+  """Training samples/s and MFU against the batch, one line per width (the speed
+  benchmark's sweep; the torch peer dashed where it was measured)."""
+  fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+  for w in sorted({r["width"] for r in rows}):
+    rs = sorted((r for r in rows if r["width"] == w), key=lambda r: r["batch"])
+    b = [r["batch"] for r in rs]
+    line, = axes[0].plot(b, [r["samples_per_s"] or r["infer_samples_per_s"] for r in rs], "o-",
+                         label=f"width {w:g} (C={rs[0]['in_channels']})")
+    if any(r.get("peer_samples_per_s") for r in rs):
+      axes[0].plot(b, [r.get("peer_samples_per_s") or np.nan for r in rs], "x--",
+                   color=line.get_color(), label=f"torch, width {w:g}")
+    axes[1].plot(b, [100 * (r["mfu"] or 0) for r in rs], "o-", color=line.get_color())
+  for ax, label in zip(axes, ("training samples / s", "MFU (%)")):
+    ax.set_xscale("log")
+    ax.set_xlabel("batch")
+    ax.set_ylabel(label)
+    ax.grid(True, alpha=0.3)
+  axes[0].set_yscale("log")
+  axes[0].legend(fontsize=7)
+  r0 = rows[0]
+  fig.suptitle(f"{r0['impl']} {r0['dtype']} on {r0['device_kind']} ({r0['platform']}); "
+               f"peak {r0['peak_gflops']:.0f} GFLOP/s ({r0['peak_source'][:40]})", fontsize=9)
+  fig.tight_layout()
+  _save_figure(fig, path, dpi=110)

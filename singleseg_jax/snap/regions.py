@@ -27,6 +27,7 @@ from singleseg_jax.errors import InputError
 
 
 class Superpixels(NamedTuple):
+  """The superpixels of one image."""
   labels: jax.Array      # (S, S) int32 in [0, K)
   adjacency: jax.Array   # (K, K) bool, symmetric, False on the diagonal
   colour: jax.Array      # (K, 3) mean Lab colour
@@ -204,6 +205,9 @@ def _row_distance(m):
 def distance_to(mask, max_distance: int = 32):
   """Exact Euclidean distance (pixels) from each pixel of an (..., H, W) mask to its
   nearest True pixel, clipped at `max_distance` (also where there is none).
+
+  In jax.numpy, not `geometry.distance_transform` (scipy): training pairs are made
+  inside jit and vmap on the device.
 
   Two separable passes (Saito-Toriwaki): the exact distance along each row by running
   max/min of indices, then the minimum of g(y') + (y - y')^2 over |y - y'| <=

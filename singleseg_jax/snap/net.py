@@ -1,6 +1,6 @@
-"""The `snap` variant: a net fitted to one image that moves a sloppy outline onto edges.
+"""The snap variant's net: fitted to one image, it moves a sloppy outline onto edges.
 
-Beyond the paper (issue #8), same rule: nothing is learnt outside the one image. The
+Beyond the paper, same rule: nothing is learnt outside the one image. The
 image is cut into superpixels (`regions.superpixels`); the net is a small graph
 network over them, fitted on pairs made from the image itself: an object-like region
 (a union of adjacent superpixels, `regions.sample_region`) and a sloppy outline of it
@@ -25,11 +25,13 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
 
-from singleseg_jax import regions
 from singleseg_jax.errors import InputError
+from singleseg_jax.snap import regions
+from singleseg_jax.train import gradient_step
 
 SDF_SCALE = 16.0
 COLOUR_WIDTHS = (8.0, 20.0)   # Lab units
@@ -65,7 +67,21 @@ def make_graph(image, num_segments: int = 100) -> Graph:
   return Graph(sp.labels, onehot, sp.area, sp.colour, position, neighbours, kernels)
 
 
+@functools.lru_cache(maxsize=4)
+def _cached_graph(image_bytes: bytes, side: int, num_segments: int) -> Graph:
+  image = np.frombuffer(image_bytes, np.uint8).reshape(side, side, 3)
+  return jax.jit(make_graph, static_argnums=1)(jnp.asarray(image, jnp.float32), num_segments)
+
+
+def graph_of(image: np.ndarray, num_segments: int) -> Graph:
+  """`make_graph` of a square uint8 image, jitted and cached per image (fit and segment
+  ask for the same image's graph again and again)."""
+  image = np.ascontiguousarray(image, np.uint8)
+  return _cached_graph(image.tobytes(), image.shape[0], num_segments)
+
+
 class Nodes(NamedTuple):
+  """Per-superpixel inputs of the graph net for one outline."""
   features: jax.Array   # (K, NUM_FEATURES)
   inside: jax.Array     # (K,) pixels of each superpixel inside the outline
   near: jax.Array       # (K,) pixels just outside the outline
@@ -123,6 +139,7 @@ class SnapNet(nnx.Module):
 
 
 class Batch(NamedTuple):
+  """Training pairs of the snap variant: sloppy outlines and the regions they meant."""
   nodes: Nodes          # batched (B, K, ...)
   member: jax.Array     # (B, K) float32: 1 where the superpixel is in the region
   regions: jax.Array    # (B, S, S) bool
@@ -168,20 +185,9 @@ def probability(model: SnapNet, graph: Graph, outlines):
   return p[:, graph.labels].reshape(outlines.shape)
 
 
-def _update(state, graph: Graph, batch: Batch):
-  def loss_fn(params):
-    return loss_and_error(nnx.merge(state.graphdef, params), graph, batch)
-
-  (loss, error), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-  updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
-  new = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
-  return new, {"loss": loss, "error": error}
-
-
 @functools.partial(jax.jit, static_argnames=("steps", "batch_size", "pool", "prior"),
                    donate_argnums=0)
-def train_epoch(state, graph: Graph, key: jax.Array, *, steps: int, batch_size: int,
+def region_epoch(state, graph: Graph, key: jax.Array, *, steps: int, batch_size: int,
                 pool: int = 4, prior: regions.RegionPrior = regions.RegionPrior()):
   """`steps` updates on batches drawn from a fresh pool of `pool * batch_size` pairs.
 
@@ -194,13 +200,20 @@ def train_epoch(state, graph: Graph, key: jax.Array, *, steps: int, batch_size: 
   def body(state, i):
     idx = jax.random.choice(jax.random.fold_in(key, i + 1), pool * batch_size,
                             (batch_size,), replace=False)
-    return _update(state, graph, jax.tree.map(lambda a: a[idx], data))
+    batch = jax.tree.map(lambda a: a[idx], data)
+    return gradient_step(state, lambda model: _loss_and_metrics(model, graph, batch))
 
   state, m = jax.lax.scan(body, state, jnp.arange(steps))
   return state, jax.tree.map(jnp.mean, m)
 
 
+def _loss_and_metrics(model, graph: Graph, batch: Batch):
+  loss, error = loss_and_error(model, graph, batch)
+  return loss, {"error": error}
+
+
 @jax.jit
-def evaluate(state, graph: Graph, batch: Batch) -> dict:
-  loss, error = loss_and_error(nnx.merge(state.graphdef, state.params), graph, batch)
+def region_scores(state, graph: Graph, batch: Batch) -> dict:
+  """Mean loss and pixel error of the net on fixed (outline, region) pairs."""
+  loss, error = loss_and_error(state.model(), graph, batch)
   return {"loss": loss, "error": error}

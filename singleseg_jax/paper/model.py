@@ -6,7 +6,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from singleseg_jax.errors import InputError
-from singleseg_jax.layers import ConvTranspose, output_size
+from singleseg_jax.paper.layers import ConvTranspose, output_size
 
 #: (hidden width at width=1, stride, crop (top, bottom, left, right)) per layer, as in
 #: `train_network.m`; spatial sides 10 -> 12 -> 23 -> 25 -> 49 -> 51 -> 100.
@@ -20,6 +20,8 @@ LAYERS = (
 )
 INPUT_SIDE = 10
 OUTPUT_CHANNELS = 3
+#: Compute dtypes by config name.
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def layer_widths(width: float) -> tuple[int, ...]:
@@ -40,6 +42,10 @@ def layer_sides(side: int = INPUT_SIDE) -> tuple[int, ...]:
       raise AssertionError("the seed's crops keep the maps square")
     sides.append(h)
   return tuple(sides)
+
+
+#: The side of the net's answer (and of the image it is fitted to): 100.
+OUTPUT_SIDE = layer_sides()[-1]
 
 
 def flops_per_sample(in_channels: int, width: float = 1.0, side: int = INPUT_SIDE) -> int:
@@ -64,7 +70,6 @@ class Upsampler(nnx.Module):
     if not isinstance(in_channels, int) or in_channels < 1:
       raise InputError(f"in_channels must be a positive integer, got {in_channels!r}")
     self.in_channels = in_channels
-    self.width = width
     layers, cin = [], in_channels
     widths = layer_widths(width)
     for i, ((_, stride, crop), cout) in enumerate(zip(LAYERS, widths)):

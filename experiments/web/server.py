@@ -6,8 +6,8 @@ Routes (everything else is 404; nothing is ever read from a path the client name
   GET  /api/image.png    the 100x100 image;  GET /api/thumbnail.png  its 10x10 thumbnail
   POST /api/segment      {"polygon": [[x, y], ...]} in the 100x100 frame ->
                          {"row", "mask", "cutout"} as PNG data URLs, plus "cutout_full"
-                         (the snap + GrabCut hybrid at the crop's full resolution) for
-                         a snap run when OpenCV is installed
+                         (the net + GrabCut hybrid at the crop's full resolution) where
+                         the variant allows it and OpenCV is installed
 Bad requests get 4xx with {"error": "..."}: bodies over MAX_BODY bytes (413), bad JSON
 or polygons (400), segmentation before the net is ready (409).
 """
@@ -28,9 +28,10 @@ import numpy as np
 from absl import logging
 from PIL import Image
 
-import singleseg_jax as ss
-from experiments import cutouts
-from experiments import train
+from singleseg_jax import cutouts, run, variants
+from singleseg_jax.errors import InputError
+from singleseg_jax.image import load_image, polygon_mask
+from singleseg_jax.segment import Segmentation, segment
 
 STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 STATIC_FILES = {"/": ("index.html", "text/html; charset=utf-8"),
@@ -38,36 +39,37 @@ STATIC_FILES = {"/": ("index.html", "text/html; charset=utf-8"),
                 "/static/style.css": ("style.css", "text/css; charset=utf-8")}
 MAX_BODY = 256 * 1024
 MAX_POINTS = 5000
-SIDE = 100
 
 
 def png_bytes(array: np.ndarray) -> bytes:
+  """The PNG encoding of a uint8 array."""
   buf = io.BytesIO()
   Image.fromarray(array).save(buf, format="PNG")
   return buf.getvalue()
 
 
 def data_url(array: np.ndarray) -> str:
+  """The array as a PNG data URL."""
   return "data:image/png;base64," + base64.b64encode(png_bytes(array)).decode()
 
 
-def parse_polygon(body: bytes) -> np.ndarray:
-  """The request's polygon as (K, 2) floats in [0, 100]; InputError if unusable."""
+def parse_polygon(body: bytes, side: int) -> np.ndarray:
+  """The request's polygon as (K, 2) floats in [0, side]; InputError if unusable."""
   try:
     data = json.loads(body)
   except (ValueError, UnicodeDecodeError):
-    raise ss.InputError("body is not JSON") from None
+    raise InputError("body is not JSON") from None
   points = data.get("polygon") if isinstance(data, dict) else None
   if not isinstance(points, list) or not 3 <= len(points) <= MAX_POINTS:
-    raise ss.InputError(f"'polygon' must be a list of 3 to {MAX_POINTS} [x, y] points")
+    raise InputError(f"'polygon' must be a list of 3 to {MAX_POINTS} [x, y] points")
   try:
     arr = np.asarray(points, np.float64)
   except (TypeError, ValueError):
-    raise ss.InputError("polygon points must be [x, y] numbers") from None
+    raise InputError("polygon points must be [x, y] numbers") from None
   if arr.ndim != 2 or arr.shape[1] != 2 or not np.isfinite(arr).all():
-    raise ss.InputError("polygon points must be [x, y] numbers")
-  if (arr < 0).any() or (arr > SIDE).any():
-    raise ss.InputError(f"polygon points must lie in the {SIDE}x{SIDE} frame")
+    raise InputError("polygon points must be [x, y] numbers")
+  if (arr < 0).any() or (arr > side).any():
+    raise InputError(f"polygon points must lie in the {side}x{side} frame")
   return arr
 
 
@@ -93,30 +95,32 @@ class App:
 
   def _train(self) -> None:
     try:
-      train.train_and_evaluate(self.config, self.workdir)
+      run.train_and_evaluate(self.config, self.workdir)
       self._load()
-    except ss.InputError as e:
+    except InputError as e:
       self.state, self.error = "error", str(e)
     except Exception as e:  # surfaced on the page; the log keeps the traceback
       logging.error("training failed: %s", traceback.format_exc())
       self.state, self.error = "error", f"training failed: {e}"
 
   def _load(self) -> None:
-    config, state, image, info = train.load_run(self.workdir)
+    config, state, image, info = run.load_run(self.workdir)
     self.config, self.model, self.image = config, state, image
     self.original, self.crop_box = None, info.get("crop_box")
-    ok, why = cutouts.can_refine(config.get("variant", "paper"))
+    variant = variants.get(config.get("variant", variants.DEFAULT))
+    ok, why = cutouts.can_refine(variant)
     if ok:
       try:
-        self.original = ss.load_image(info["image"])
-      except ss.InputError as e:
+        self.original = load_image(info["image"])
+      except InputError as e:
         why = str(e)
-    if self.original is None and config.get("variant") == "snap":
-      logging.info("no full-resolution snap + GrabCut cut-outs on the page: %s", why)
+    if self.original is None and variant.refinable:
+      logging.info("no full-resolution net + GrabCut cut-outs on the page: %s", why)
     self.thumbnail = np.asarray(Image.open(os.path.join(self.workdir, "thumbnail.png")).convert("RGB"))
     self.state = "ready"
 
   def status(self) -> dict:
+    """Training progress for the page: state, epochs, loss history, ETA."""
     history = []
     path = os.path.join(self.workdir, "metrics.jsonl")
     if os.path.exists(path):
@@ -134,17 +138,23 @@ class App:
             "history": [{"epoch": r["epoch"], "train_loss": r["train_loss"],
                          "val_loss": r["val_loss"]} for r in history]}
 
+  @property
+  def side(self) -> int:
+    """The side of the run's square image (the frame of the page's polygons)."""
+    return self.image.shape[0]
+
   def segment(self, polygon: np.ndarray) -> dict:
-    outline = ss.polygon_mask(polygon, SIDE, SIDE)
+    """The answer to one polygon: PNG data URLs of the row, mask and cut-outs."""
+    outline = polygon_mask(polygon, self.side, self.side)
     with self.lock:
       self.requests += 1
       key = jax.random.key(self.requests)
-      res = ss.segment(self.model, self.image, outline, key)
-    batched = ss.Segmentation(*(None if a is None else a[None] for a in res))
+      res = segment(self.model, self.image, outline, key)
+    batched = Segmentation(*(None if a is None else a[None] for a in res))
     r = cutouts.render(self.image, outline, batched, 0, zoom=1)
     reply = {"row": data_url(r.row), "mask": data_url(r.mask), "cutout": data_url(r.cutout),
              "coverage": float(res.mask.mean())}
-    if self.original is not None:  # a snap run: the benchmark's best method at full size
+    if self.original is not None:  # the evaluation's best method, at full size
       _, cut = cutouts.full_resolution_hybrid(outline, res.probability, self.original,
                                               self.crop_box)
       reply["cutout_full"] = data_url(cut)
@@ -198,12 +208,13 @@ def make_handler(app: App):
       if app.state != "ready":
         return self._json(409, {"error": f"the net is not ready ({app.state})"})
       try:
-        return self._json(200, app.segment(parse_polygon(body)))
-      except ss.InputError as e:
+        return self._json(200, app.segment(parse_polygon(body, app.side)))
+      except InputError as e:
         return self._json(400, {"error": str(e)})
 
   return Handler
 
 
 def make_server(app: App, host: str = "127.0.0.1", port: int = 8000):
+  """A threading HTTP server for `app` (not yet serving)."""
   return http.server.ThreadingHTTPServer((host, port), make_handler(app))

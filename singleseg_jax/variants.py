@@ -1,0 +1,221 @@
+"""The method's variants behind one interface, and the registry that names them.
+
+A variant says how to make a fresh net, the epochs that fit it to one image, how it
+answers an outline, what its validation figure shows and how to describe its
+schedule. `fit`, `segment`, the run directory, the evaluation, the cut-outs and the
+page call these methods; nothing else compares variant names.
+
+- `paper`: the seed's Upsampler on thumbnails of random rectangles and discs.
+- `snap`: the superpixel graph net of `singleseg_jax.snap`, fitted on sloppy outlines
+  of regions made from the image's own superpixels. Its "epoch" is `snap_steps`
+  updates on fresh batches; `num_samples - n_train` fixed pairs are its validation set.
+
+The key schedule, shared by every variant: `fold_in(key, 0)` initialises the model,
+`fold_in(key, 1)` makes the fixed pair set, epoch `e` shuffles (snap: draws its
+batches) with `fold_in(fold_in(key, 2), e)`, and, with `fresh_data`, the paper variant
+draws new training pairs from `fold_in(fold_in(key, 3), e)`. So a run restarted at
+epoch `e` from its saved state continues exactly as the uninterrupted one.
+"""
+from __future__ import annotations
+
+from typing import Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from singleseg_jax.errors import InputError
+from singleseg_jax.paper import data as paper_data
+from singleseg_jax.paper import predict as paper_predict
+from singleseg_jax.paper.model import DTYPES, Upsampler
+from singleseg_jax.snap import net as snap_net
+from singleseg_jax.snap import regions
+from singleseg_jax.train import TrainState, evaluate, make_optimizer, num_batches, train_epoch
+
+
+class Segmentation(NamedTuple):
+  """A variant's answer to one or more outlines."""
+  output: np.ndarray         # (..., S, S, 3) float32 in [0, 1]: the net's image
+  mask: np.ndarray           # (..., S, S) bool: derived foreground
+  input_thumbnail: np.ndarray  # (..., s, s, 3) uint8: what the net was shown
+  outline_small: np.ndarray  # (..., s, s) bool: the outline as the net sees it
+  probability: Optional[np.ndarray] = None  # (..., S, S) float32, for nets that answer one
+
+
+def model_key(key: jax.Array) -> jax.Array:
+  """The key that initialises a run's model."""
+  return jax.random.fold_in(key, 0)
+
+
+def data_key(key: jax.Array) -> jax.Array:
+  """The key of a run's fixed pair set."""
+  return jax.random.fold_in(key, 1)
+
+
+def shuffle_key(key: jax.Array, epoch: int) -> jax.Array:
+  """The key that shuffles (or draws the batches of) epoch `epoch`."""
+  return jax.random.fold_in(jax.random.fold_in(key, 2), epoch)
+
+
+def fresh_key(key: jax.Array, epoch: int) -> jax.Array:
+  """The key of epoch `epoch`'s fresh training pairs (`fresh_data`)."""
+  return jax.random.fold_in(jax.random.fold_in(key, 3), epoch)
+
+
+#: (run_epoch(state, epoch) -> (state, train metrics), run_val(state) -> val metrics)
+EpochFunctions = tuple[Callable, Callable]
+
+
+class Variant:
+  """The interface; see the module docstring."""
+  name: str
+  #: the metric logged beside the loss (`train_<metric>`, `val_<metric>`).
+  metric: str
+  #: whether the full-resolution GrabCut hybrid may refine this variant's answers.
+  refinable: bool
+  model_type: type
+
+  def init(self, key: jax.Array, options) -> TrainState:
+    """A fresh model and optimiser for `options`."""
+    raise NotImplementedError
+
+  def epochs(self, key: jax.Array, image: np.ndarray, options) -> EpochFunctions:
+    """The jitted epoch and validation of a fit to `image` ((S, S, 3) uint8)."""
+    raise NotImplementedError
+
+  def predict(self, graphdef, params, image: np.ndarray, outlines: np.ndarray,
+              key: jax.Array) -> Segmentation:
+    """The answers to (N, S, S) bool outlines on `image`."""
+    raise NotImplementedError
+
+  def val_columns(self, key: jax.Array, image: np.ndarray, options, state: TrainState,
+                  num: int) -> list:
+    """Columns of val_grid.png (each a list of images, top to bottom)."""
+    raise NotImplementedError
+
+  def describe(self, options) -> str:
+    """One line that says how the net is built and fitted."""
+    raise NotImplementedError
+
+
+class Paper(Variant):
+  """The seed's method."""
+  name, metric, refinable, model_type = "paper", "mse", False, Upsampler
+
+  def init(self, key, options):
+    model = Upsampler(options.in_channels, options.width, dtype=DTYPES[options.dtype],
+                      rngs=nnx.Rngs(params=model_key(key)))
+    return TrainState.create(model, make_optimizer(options.learning_rate, options.l2))
+
+  def fixed_data(self, key, image, options) -> tuple[paper_data.Dataset, paper_data.Dataset]:
+    """The seed's fixed pair set (train, val) for `image`."""
+    train, val = paper_data.make_dataset(data_key(key), image, options.num_samples,
+                                         options.in_channels, options.train_fraction)
+    num_batches(len(train), options.batch_size)  # validates batch_size early
+    return train, val
+
+  def epochs(self, key, image, options):
+    train, val = self.fixed_data(key, image, options)
+    image_f = jnp.asarray(image, jnp.float32)
+
+    def run_epoch(ts, epoch):
+      data = train
+      if options.fresh_data:
+        data = paper_data.make_pairs(fresh_key(key, epoch), image_f, len(train),
+                                     options.in_channels)
+      return train_epoch(ts, data, shuffle_key(key, epoch), batch_size=options.batch_size)
+
+    return run_epoch, lambda ts: evaluate(ts, val, batch_size=options.batch_size)
+
+  def predict(self, graphdef, params, image, outlines, key):
+    return Segmentation(**paper_predict.predict(graphdef, params, image, outlines, key))
+
+  def val_columns(self, key, image, options, state, num):
+    _, val = self.fixed_data(key, image, options)
+    n = min(num, len(val))
+    preds = np.asarray(state.model()(val.inputs[:n]))
+    return [[p, t] for p, t in zip(preds, np.asarray(val.targets[:n]))]
+
+  def describe(self, options):
+    return (f"paper: in_channels {options.in_channels}, width {options.width}, "
+            f"{options.num_samples} pairs, batch {options.batch_size}")
+
+
+class Snap(Variant):
+  """The superpixel graph net."""
+  name, metric, refinable, model_type = "snap", "error", True, snap_net.SnapNet
+
+  def init(self, key, options):
+    model = snap_net.SnapNet(options.snap_hidden, options.snap_rounds, options.snap_segments,
+                             rngs=nnx.Rngs(params=model_key(key)))
+    return TrainState.create(model, make_optimizer(options.learning_rate, options.l2))
+
+  def fixed_data(self, key, image, options) -> tuple[snap_net.Graph, snap_net.Batch]:
+    """The superpixel graph of `image` and its fixed validation pairs."""
+    graph = snap_net.graph_of(image, options.snap_segments)
+    n_val = options.num_samples - paper_data.num_train(options.num_samples,
+                                                        options.train_fraction)
+    if n_val < 1:
+      raise InputError(f"train_fraction {options.train_fraction} leaves no val pairs")
+    val = jax.jit(snap_net.sample_batch, static_argnums=2)(data_key(key), graph, n_val)
+    return graph, val
+
+  def epochs(self, key, image, options):
+    graph, val = self.fixed_data(key, image, options)
+    prior = regions.RegionPrior()
+
+    def run_epoch(ts, epoch):
+      return snap_net.region_epoch(ts, graph, shuffle_key(key, epoch), steps=options.snap_steps,
+                                   batch_size=options.batch_size, prior=prior)
+
+    return run_epoch, lambda ts: snap_net.region_scores(ts, graph, val)
+
+  def predict(self, graphdef, params, image, outlines, key):
+    del key  # the graph net has no input noise
+    model = nnx.merge(graphdef, params)
+    graph = snap_net.graph_of(image, model.num_segments)
+    prob = np.asarray(_snap_probability(graphdef, params, graph, jnp.asarray(outlines)))
+    output = (image[None] / 255.0 * prob[..., None]).astype(np.float32)
+    inside = (image[None] * outlines[..., None]).astype(np.uint8)
+    return Segmentation(output, prob > 0.5, inside, outlines.copy(), prob.astype(np.float32))
+
+  def val_columns(self, key, image, options, state, num):
+    _, val = self.fixed_data(key, image, options)
+    n = min(num, val.outlines.shape[0])
+    outlines, region = np.asarray(val.outlines[:n]), np.asarray(val.regions[:n])
+    prob = self.predict(state.graphdef, state.params, image, outlines, key).probability
+    img = image / 255.0
+    return [[np.where(o[..., None], img, img / 3), img * p[..., None], img * r[..., None]]
+            for o, p, r in zip(outlines, prob, region)]
+
+  def describe(self, options):
+    return (f"snap: {options.snap_segments} superpixels, hidden {options.snap_hidden}, "
+            f"{options.snap_rounds} rounds, {options.snap_steps} updates of batch "
+            f"{options.batch_size} per epoch, {options.num_samples} pairs")
+
+
+@jax.jit
+def _snap_probability(graphdef, params, graph, outlines):
+  return snap_net.probability(nnx.merge(graphdef, params), graph, outlines)
+
+
+REGISTRY: dict[str, Variant] = {v.name: v for v in (Paper(), Snap())}
+#: The variant of a config that names none (runs made before variants existed).
+DEFAULT = Paper.name
+
+
+def get(name: str) -> Variant:
+  """The registered variant called `name`; InputError naming the choices otherwise."""
+  if name not in REGISTRY:
+    raise InputError(f"variant must be one of {tuple(REGISTRY)}, got {name!r}")
+  return REGISTRY[name]
+
+
+def for_model(graphdef, params) -> Variant:
+  """The variant whose net `graphdef`/`params` hold."""
+  model = nnx.merge(graphdef, params)
+  for v in REGISTRY.values():
+    if isinstance(model, v.model_type):
+      return v
+  raise InputError(f"no variant fits a model of type {type(model).__name__}")
