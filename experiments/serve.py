@@ -2,9 +2,9 @@
 
   python -m experiments.serve --workdir=runs/cat              # a fitted run
   python -m experiments.serve --image=photo.jpg               # fit first (snap config:
-                                                               # the best variant on the
-                                                               # outline benchmark), saved
-                                                               # to runs/photo
+                                                               # the best net on sloppy
+                                                               # outlines), saved to
+                                                               # runs/photo
 Then open the printed address. Listens on 127.0.0.1 unless --host says otherwise.
 """
 import os

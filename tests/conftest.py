@@ -1,4 +1,4 @@
-"""Shared fixtures: a small synthetic photo and a tiny fitted-net factory."""
+"""Shared fixtures: a small synthetic photo, saved, and a smoke run fitted on it."""
 import os
 
 # Two virtual CPU devices so the sharding tests run on any machine; set before jax loads.
@@ -18,3 +18,22 @@ def photo() -> np.ndarray:
   disc = (yy - 55) ** 2 + (xx - 50) ** 2 < 30 ** 2
   img[disc] = [220, 180, 40]
   return np.clip(img, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def photo_path(tmp_path_factory, photo):
+  """The photo saved as a PNG."""
+  from PIL import Image
+  path = tmp_path_factory.mktemp("img") / "photo.png"
+  Image.fromarray(photo).save(path)
+  return path
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, photo_path):
+  """A finished smoke run (default.py:runlocal) on the photo."""
+  from helpers import runlocal_config
+  from singleseg_jax import run
+  workdir = str(tmp_path_factory.mktemp("run") / "w")
+  run.train_and_evaluate(runlocal_config(photo_path), workdir)
+  return workdir

@@ -14,17 +14,17 @@ import pytest
 from PIL import Image
 
 from experiments.web import server
-from singleseg_jax import run as train
-from experiments.configs import runlocal
+from singleseg_jax import run
+from experiments.configs import default
 
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory, photo):
   root = tmp_path_factory.mktemp("serve")
   Image.fromarray(photo).save(root / "photo.png")
-  config = runlocal.get_config()
+  config = default.get_config("runlocal")
   config.image = str(root / "photo.png")
-  train.train_and_evaluate(config, str(root / "run"))
+  run.train_and_evaluate(config, str(root / "run"))
   return str(root / "run")
 
 
@@ -84,10 +84,10 @@ def test_segment_returns_images_of_the_right_shape(base):
 def test_snap_run_adds_the_full_resolution_hybrid(tmp_path, photo):
   pytest.importorskip("cv2")
   Image.fromarray(photo).save(tmp_path / "photo.png")
-  config = runlocal.get_config()
+  config = default.get_config("runlocal")
   config.update(image=str(tmp_path / "photo.png"), variant="snap", num_samples=40,
                 batch_size=16, snap_steps=2, snap_hidden=16, snap_rounds=1, num_epochs=1)
-  train.train_and_evaluate(config, str(tmp_path / "run"))
+  run.train_and_evaluate(config, str(tmp_path / "run"))
   app = server.App(str(tmp_path / "run"))
   app.start()
   out = app.segment(np.array([[20, 15], [85, 20], [80, 90], [15, 80]], float))
@@ -195,7 +195,7 @@ def test_browser_draws_a_lasso_and_gets_the_cutout(base, tmp_path):
 
 def test_fit_first_mode_trains_in_the_background_then_serves(tmp_path, photo):
   Image.fromarray(photo).save(tmp_path / "p.png")
-  config = runlocal.get_config()
+  config = default.get_config("runlocal")
   config.image = str(tmp_path / "p.png")
   config.num_epochs = 4
   app = server.App(str(tmp_path / "run"), config)
@@ -217,7 +217,7 @@ def test_fit_first_mode_trains_in_the_background_then_serves(tmp_path, photo):
 
 
 def test_fit_first_mode_reports_a_bad_image(tmp_path):
-  config = runlocal.get_config()
+  config = default.get_config("runlocal")
   config.image = str(tmp_path / "missing.jpg")
   app = server.App(str(tmp_path / "run"), config)
   app.start()

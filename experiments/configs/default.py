@@ -1,9 +1,16 @@
 """The seed's cat run: in_channels 256, width 1, 1000 pairs (750 train), batch 50,
-Adam 1e-3 with L2 1e-4, up to 500 epochs, stopping when the val loss plateaus."""
+Adam 1e-3 with L2 1e-4, up to 500 epochs, stopping when the val loss plateaus.
+
+`--config=experiments/configs/default.py:runlocal` is a tiny run for smoke tests and
+CI (seconds on two CPU cores, not a real fit), as big_vision's `runlocal`.
+"""
 import ml_collections
 
 
-def get_config() -> ml_collections.ConfigDict:
+def get_config(arg: str = "") -> ml_collections.ConfigDict:
+  """The cat run's config; `arg` "runlocal" shrinks it to a smoke run."""
+  if arg not in ("", "runlocal"):
+    raise ValueError(f"unknown config argument {arg!r}: use default.py or default.py:runlocal")
   config = ml_collections.ConfigDict()
   # The photo. A path; relative paths are resolved against the current directory.
   # Bundled stand-ins live in third_party/images/ (licences beside them); the paper's
@@ -39,4 +46,14 @@ def get_config() -> ml_collections.ConfigDict:
   config.seed = 0
   config.checkpoint_every = 10  # epochs between "latest" checkpoints (best: on improvement)
   config.num_grid = 8           # validation pairs shown in val_grid.png
+
+  if arg == "runlocal":
+    config.in_channels = 8
+    config.width = 0.125
+    config.num_samples = 40
+    config.batch_size = 10
+    config.num_epochs = 3
+    config.patience = 50
+    config.checkpoint_every = 1
+    config.num_grid = 4
   return config

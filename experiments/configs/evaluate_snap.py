@@ -1,5 +1,5 @@
 """`experiments.evaluate --config=experiments/configs/evaluate_snap.py`: the snap
-variant's schedule (configs/snap.py) for the sloppy-outline benchmark."""
+variant's schedule (configs/snap.py) for the sloppy-outline evaluation."""
 from experiments.configs import snap
 
 
