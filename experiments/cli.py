@@ -4,10 +4,33 @@ import logging as std_logging
 import os
 import sys
 
-from absl import app
+from absl import app, flags
 from absl import logging as absl_logging
 
 from singleseg_jax.errors import InputError
+
+
+def _fail(message: str) -> None:
+  print(f"error: {message}", file=sys.stderr)
+  sys.exit(2)
+
+
+def _parse_flags(argv):
+  """absl's flag parsing with every mistake as one `error:` line and exit code 2: an
+  unknown flag or config field, a value of the wrong type, a missing required flag,
+  a config file that does not exist."""
+  try:
+    remaining = flags.FLAGS(argv)
+  except flags.Error as e:
+    _fail(str(e).splitlines()[0])
+  except (AttributeError, KeyError) as e:  # ml_collections: an override of no field
+    _fail(f"unknown config field {str(e).strip(chr(34) + chr(39))!r} (see the config file "
+          "for the fields there are)")
+  for name in flags.FLAGS:
+    path = getattr(flags.FLAGS[name], "config_filename", None)
+    if path and not os.path.isfile(path.split(":", 1)[0]):
+      _fail(f"--{name}: config file not found: {path.split(':', 1)[0]}")
+  return remaining
 
 
 def _guarded(main):
@@ -40,7 +63,7 @@ def run(main):
   """absl's app.run with one-line errors for bad input."""
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
   app.call_after_init(lambda: _quiet_libraries(None))
-  app.run(_guarded(main))
+  app.run(_guarded(main), flags_parser=_parse_flags)
 
 
 #: glibc settings for `reexec_with_malloc_env`. XLA:CPU allocates a large temporary

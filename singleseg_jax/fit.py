@@ -17,9 +17,10 @@ import jax.numpy as jnp
 
 from singleseg_jax import variants
 from singleseg_jax.errors import InputError
-from singleseg_jax.paper.data import make_pairs
-from singleseg_jax.paper.model import DTYPES
-from singleseg_jax.train import Plateau, PlateauState, TrainState, epoch_update, evaluate_loss
+from singleseg_jax.paper.data import make_pairs, num_train
+from singleseg_jax.paper.model import DTYPES, layer_widths
+from singleseg_jax.train import (Plateau, PlateauState, TrainState, epoch_update, evaluate_loss,
+                                 make_optimizer, num_batches)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +56,20 @@ class FitOptions:
       raise InputError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
     if not isinstance(self.num_epochs, int) or self.num_epochs < 1:
       raise InputError(f"num_epochs must be a positive integer, got {self.num_epochs!r}")
+    if not isinstance(self.in_channels, int) or self.in_channels < 1:
+      raise InputError(f"in_channels must be a positive integer, got {self.in_channels!r}")
+    layer_widths(self.width)  # validates width
+    if not isinstance(self.num_samples, int) or self.num_samples < 2:
+      raise InputError(f"num_samples must be an integer >= 2, got {self.num_samples!r}")
+    if not (isinstance(self.train_fraction, (int, float)) and 0 < self.train_fraction < 1):
+      raise InputError(f"train_fraction must be in (0, 1), got {self.train_fraction!r}")
+    n_train = num_train(self.num_samples, self.train_fraction)
+    if not 1 <= n_train < self.num_samples:
+      raise InputError(f"train_fraction {self.train_fraction} leaves no train or val samples")
+    # Variants that batch a fixed training set need a batch that fits in it.
+    num_batches(n_train if self.variant_impl.fixed_train_set else self.batch_size,
+                self.batch_size)
+    make_optimizer(self.learning_rate, self.l2)  # validates both
     Plateau(self.patience, self.rel_tol)  # validates both
 
   @property

@@ -23,6 +23,8 @@ when complete, so a kill never leaves a broken checkpoint behind.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import time
@@ -76,6 +78,10 @@ def _managers(workdir: str):
 
 
 def _save(manager, state: FitState):
+  if state.epoch in manager.all_steps():
+    # A resumed run reaching an epoch the killed run had saved: keys derive from the
+    # seed and the epoch, so the state on disk is this one; saving again would fail.
+    return
   meta = {"epoch": state.epoch, "plateau": list(state.plateau)}
   manager.save(state.epoch, args=ocp.args.Composite(
       state=ocp.args.StandardSave({"params": state.train.params,
@@ -112,13 +118,18 @@ def _check_same_run(workdir: str, config) -> None:
 
 
 def _truncate_metrics(path: str, epochs: int) -> list[dict]:
+  """The log's rows up to `epoch`, rewritten atomically; a line a crash cut short is
+  dropped (its epoch runs again)."""
   rows = []
   if os.path.exists(path):
     with open(path) as f:
-      rows = [json.loads(line) for line in f if line.strip()]
+      for line in f:
+        try:
+          rows.append(json.loads(line))
+        except ValueError:
+          break  # torn by a kill mid-write: it and anything after it are redone
   rows = [r for r in rows if r["epoch"] <= epochs]
-  with open(path, "w") as f:
-    f.writelines(json.dumps(r) + "\n" for r in rows)
+  tables.atomic_write(path, "".join(json.dumps(r) + "\n" for r in rows))
   return rows
 
 
@@ -165,11 +176,34 @@ def load_run(workdir: str, which: str = "best"):
   return config, state.train, image, info
 
 
+@contextlib.contextmanager
+def _exclusive(workdir: str):
+  """Holds the workdir's lock; a second writer gets one clear line instead of a race."""
+  f = open(os.path.join(workdir, ".lock"), "a")
+  try:
+    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except BlockingIOError:
+    f.close()
+    raise InputError(f"{workdir} is in use by another run: wait for it to end or use "
+                     "another --workdir") from None
+  try:
+    yield
+  finally:
+    fcntl.flock(f, fcntl.LOCK_UN)
+    f.close()
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Fits the config's net to its image in `workdir` (resuming if it holds a run)."""
+  """Fits the config's net to its image in `workdir` (resuming if it holds a run);
+  returns run.json's dict. Everything is checked before anything is written."""
   options = fit_options(config)
   original, prep = prepare(config)
   os.makedirs(workdir, exist_ok=True)
+  with _exclusive(workdir):
+    return _train_and_evaluate(config, workdir, options, original, prep)
+
+
+def _train_and_evaluate(config, workdir: str, options: FitOptions, original, prep) -> dict:
   _check_same_run(workdir, config)
   tables.atomic_write(os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=2))
   Image.fromarray(prep.image).save(os.path.join(workdir, "image.png"))
@@ -221,8 +255,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   try:
     state, stop_reason = fit(key, prep.image, options, resume=resume, on_epoch=on_epoch)
   except TrainingDiverged as e:
-    raise InputError(f"training diverged ({e}); the last good checkpoints are kept in "
-                        f"{workdir}/checkpoints; try a lower learning_rate") from None
+    kept = (f"the last good checkpoints are kept in {workdir}/checkpoints"
+            if latest.latest_step() is not None or best.latest_step() is not None
+            else "no epoch finished, so there is no checkpoint")
+    raise InputError(f"training diverged ({e}); {kept}; try a lower learning_rate") from None
   except KeyboardInterrupt:
     if last[0] is not None and last[0].epoch != latest.latest_step():
       _save(latest, last[0])

@@ -74,6 +74,8 @@ class Variant:
   metric: str
   #: whether the full-resolution GrabCut hybrid may refine this variant's answers.
   refinable: bool
+  #: whether epochs batch a fixed training set (so batch_size must fit in it).
+  fixed_train_set: bool
   model_type: type
 
   def init(self, key: jax.Array, options) -> TrainState:
@@ -102,6 +104,7 @@ class Variant:
 class Paper(Variant):
   """The seed's method."""
   name, metric, refinable, model_type = "paper", "mse", False, Upsampler
+  fixed_train_set = True
 
   def init(self, key, options):
     model = Upsampler(options.in_channels, options.width, dtype=DTYPES[options.dtype],
@@ -145,6 +148,7 @@ class Paper(Variant):
 class Snap(Variant):
   """The superpixel graph net."""
   name, metric, refinable, model_type = "snap", "error", True, snap_net.SnapNet
+  fixed_train_set = False
 
   def init(self, key, options):
     model = snap_net.SnapNet(options.snap_hidden, options.snap_rounds, options.snap_segments,

@@ -9,6 +9,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from helpers import ROOT, cli, params_of, runlocal_config
@@ -216,3 +217,19 @@ def test_segment_refine_grabcut_on_a_paper_run_is_one_line(run_dir, tmp_path):
   assert res.returncode == 2 and res.stderr.strip().startswith("error:")
   assert "snap" in res.stderr.strip().splitlines()[-1]
   assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--config=experiments/configs/default.py:runlocal", "--config.nonexistent=1",
+      "--workdir=W"], "unknown config field 'nonexistent'"),
+    (["--config=no_such_config.py", "--workdir=W"], "config file not found"),
+    (["--config=experiments/configs/default.py", "--config.num_epochs=abc", "--workdir=W"],
+     "num_epochs"),
+    (["--config=experiments/configs/default.py"], "--workdir"),
+])
+def test_flag_mistakes_are_one_line_and_write_nothing(tmp_path, args, message):
+  args = [a.replace("W", str(tmp_path / "w")) for a in args]
+  res = cli("experiments.main", *args)
+  lines = res.stderr.strip().splitlines()
+  assert res.returncode == 2 and len(lines) == 1 and lines[0].startswith("error:"), res.stderr
+  assert message in lines[0] and not (tmp_path / "w").exists()

@@ -89,3 +89,48 @@ def test_load_run_reads_checkpoint_and_needs_run_json(tmp_path, photo_path):
   os.remove(os.path.join(work, "run.json"))
   with pytest.raises(InputError, match="run.json"):
     run.load_run(work)
+
+
+def test_a_torn_last_metrics_line_is_dropped_on_resume(tmp_path, photo_path):
+  work = str(tmp_path / "w")
+  run.train_and_evaluate(runlocal_config(photo_path, num_epochs=2), work)
+  with open(os.path.join(work, "metrics.jsonl"), "a") as f:
+    f.write('{"epoch": 3, "train_lo')  # a kill in the middle of a write
+  info = run.train_and_evaluate(runlocal_config(photo_path), work)
+  rows = [json.loads(l) for l in open(os.path.join(work, "metrics.jsonl"))]
+  assert info["epochs"] == 3 and [r["epoch"] for r in rows] == [1, 2, 3]
+
+
+def test_resume_through_an_epoch_whose_best_checkpoint_exists(tmp_path, photo_path, run_dir):
+  # A kill after epoch 3's best checkpoint, before its latest one: the resumed run
+  # reaches epoch 3 again, finds "best" already saved there, and goes on.
+  work = str(tmp_path / "w")
+  run.train_and_evaluate(runlocal_config(photo_path, checkpoint_every=2), work)
+  best = os.path.join(work, "checkpoints", "best")
+  assert "3" in os.listdir(best)
+  import shutil
+  shutil.rmtree(os.path.join(work, "checkpoints", "latest", "3"))
+  info = run.train_and_evaluate(runlocal_config(photo_path, checkpoint_every=2), work)
+  assert info["epochs"] == 3
+  for a, b in zip(params_of(run_dir), params_of(work)):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_a_second_writer_is_refused(tmp_path, photo_path):
+  work = str(tmp_path / "w")
+  os.makedirs(work)
+  with run._exclusive(work):
+    with pytest.raises(InputError, match="in use by another run"):
+      run.train_and_evaluate(runlocal_config(photo_path), work)
+  assert os.listdir(work) == [".lock"]  # nothing else written
+
+
+def test_bad_config_values_write_nothing(tmp_path, photo_path):
+  work = str(tmp_path / "w")
+  for bad, message in ((dict(batch_size=1000), "larger than the 30 training pairs"),
+                       (dict(width=0.0), "width"), (dict(learning_rate=-1.0), "learning_rate"),
+                       (dict(train_fraction=1.5), "train_fraction"), (dict(in_channels=0), "in_channels"),
+                       (dict(num_samples=1), "num_samples")):
+    with pytest.raises(InputError, match=message):
+      run.train_and_evaluate(runlocal_config(photo_path, **bad), work)
+  assert not os.path.exists(work)
