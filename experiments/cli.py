@@ -15,22 +15,40 @@ def _fail(message: str) -> None:
   sys.exit(2)
 
 
+def _is_config_flag(flag) -> bool:
+  return any("config_filename" in vars(c) for c in type(flag).__mro__)
+
+
+def _config_files(argv):
+  """(flag name, config file path) for every config-file flag, as given or by default."""
+  given = {}
+  for arg in argv[1:]:
+    name, _, value = arg.lstrip("-").partition("=")
+    if value and name in flags.FLAGS and _is_config_flag(flags.FLAGS[name]):
+      given[name] = value
+  for name in flags.FLAGS:
+    flag = flags.FLAGS[name]
+    if name not in given and _is_config_flag(flag) and isinstance(flag.default, str):
+      given[name] = flag.default
+  return [(name, path.split(":", 1)[0]) for name, path in given.items() if path]
+
+
 def _parse_flags(argv):
   """absl's flag parsing with every mistake as one `error:` line and exit code 2: an
   unknown flag or config field, a value of the wrong type, a missing required flag,
   a config file that does not exist."""
+  for name, path in _config_files(argv):
+    if not os.path.isfile(path):
+      _fail(f"--{name}: config file not found: {path}")
   try:
-    remaining = flags.FLAGS(argv)
+    return flags.FLAGS(argv)
   except flags.Error as e:
     _fail(str(e).splitlines()[0])
   except (AttributeError, KeyError) as e:  # ml_collections: an override of no field
     _fail(f"unknown config field {str(e).strip(chr(34) + chr(39))!r} (see the config file "
           "for the fields there are)")
-  for name in flags.FLAGS:
-    path = getattr(flags.FLAGS[name], "config_filename", None)
-    if path and not os.path.isfile(path.split(":", 1)[0]):
-      _fail(f"--{name}: config file not found: {path.split(':', 1)[0]}")
-  return remaining
+  except (OSError, SyntaxError, ValueError) as e:  # a config file that does not load
+    _fail(f"cannot load the config: {str(e).splitlines()[0]}")
 
 
 def _guarded(main):
@@ -38,8 +56,10 @@ def _guarded(main):
     try:
       return main(argv)
     except InputError as e:
-      print(f"error: {e}", file=sys.stderr)
-      sys.exit(2)
+      _fail(str(e))
+    except OSError as e:  # read-only folder, full disk, busy port: a fact of the machine
+      where = f" ({e.filename})" if e.filename else ""
+      _fail(f"{e.strerror or e}{where}")
     except KeyboardInterrupt:
       print("interrupted: rerun the same command to resume", file=sys.stderr)
       sys.exit(130)

@@ -25,7 +25,8 @@ config_flags.DEFINE_config_file("config", os.path.join(os.path.dirname(__file__)
                                 "the best net on sloppy outlines; configs/demo.py for the "
                                 "paper's).")
 flags.DEFINE_string("host", "127.0.0.1", "Address to listen on (loopback by default).")
-flags.DEFINE_integer("port", 8000, "Port (0 picks a free one).")
+flags.DEFINE_integer("port", 8000, "Port (0 picks a free one).", lower_bound=0,
+                     upper_bound=65535)
 
 
 def main(argv):
@@ -38,9 +39,10 @@ def main(argv):
     config = FLAGS.config
     config.image = FLAGS.image
     workdir = workdir or os.path.join("runs", os.path.splitext(os.path.basename(FLAGS.image))[0])
-  app = server.App(workdir, config)
+  httpd = server.make_server(server.App(workdir, config), FLAGS.host, FLAGS.port)
+  app = httpd.app
+  app.check()  # the photo, the config or the run: one error line before anything starts
   app.start()
-  httpd = server.make_server(app, FLAGS.host, FLAGS.port)
   if FLAGS.host not in ("127.0.0.1", "localhost", "::1"):
     logging.warning("listening on %s: anyone who can reach it can use the server", FLAGS.host)
   host, port = httpd.server_address[:2]

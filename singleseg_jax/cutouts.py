@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from typing import NamedTuple, Optional
 
 import numpy as np
@@ -40,15 +41,23 @@ def _to_net_frame(points: np.ndarray, frame: str, crop_box, side: int) -> np.nda
   return points
 
 
-def _polygon(points, frame, crop_box, name, side) -> np.ndarray:
-  pts = _to_net_frame(np.asarray(points, np.float64).reshape(-1, 2), frame, crop_box, side)
-  x, y = pts[:, 0], pts[:, 1]
-  area = 0.5 * abs(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1)))
-  if area < 1:
-    raise InputError(f"{name}: the polygon is degenerate (area {area:.2g} pixels)")
-  mask = image_lib.polygon_mask(pts, side, side)
+def outline_mask(points, side: int, name: str = "outline", frame: str = "net",
+                 crop_box=None) -> np.ndarray:
+  """The one outline rule of every front end (segment, the page, the evaluation's
+  files): (K, 2) (x, y) points in the user's frame -> a side x side bool mask.
+
+  The points must be finite, at least 3, and inside the frame (messages name them in
+  the user's own frame); the polygon must enclose a pixel centre by the even-odd rule,
+  so a self-crossing outline counts by what it encloses, as it is drawn.
+  """
+  pts = np.asarray(points, np.float64)
+  if pts.ndim != 2 or pts.shape[1] != 2 or len(pts) < 3:
+    raise InputError(f"{name}: an outline needs at least 3 [x, y] points")
+  if not np.isfinite(pts).all():
+    raise InputError(f"{name}: outline coordinates must be finite numbers")
+  mask = image_lib.polygon_mask(_to_net_frame(pts, frame, crop_box, side), side, side)
   if not mask.any():
-    raise InputError(f"{name}: the polygon encloses no pixel centre")
+    raise InputError(f"{name}: the polygon is degenerate: it encloses no pixel centre")
   return mask
 
 
@@ -106,14 +115,16 @@ def collect_outlines(outlines, boxes, frame: str, info: dict,
     if path.lower().endswith(".json"):
       for i, poly in enumerate(_load_json(path)):
         name = f"{os.path.basename(path)}[{i}]"
-        result.append((name, _polygon(poly, frame, info["crop_box"], name, side)))
+        result.append((name, outline_mask(poly, side, name, frame, info["crop_box"])))
     else:
       result.append((os.path.basename(path), _mask_png(path, info, side)))
   for text in boxes:
+    name = f"box {text}"
     pts = np.asarray(parse_box(text))
-    if frame == "net":  # a box's far corner is inclusive: pixels x0..x1
-      pts = pts + np.array([[0, 0], [1, 0], [1, 1], [0, 1]])
-    result.append((f"box {text}", _polygon(pts, frame, info["crop_box"], f"box {text}", side)))
+    if frame == "net":  # a box's far corner is inclusive (pixels x0..x1), up to the edge
+      _to_net_frame(pts, frame, None, side)  # checked as typed
+      pts = np.minimum(pts + np.array([[0, 0], [1, 0], [1, 1], [0, 1]]), side)
+    result.append((name, outline_mask(pts, side, name, frame, info["crop_box"])))
   if not result:
     raise InputError("give at least one --outline or --box")
   for name, mask in result:
@@ -175,6 +186,8 @@ def can_refine(variant: Variant) -> tuple[bool, str]:
 
 
 REFINE_MODES = ("auto", "none", "grabcut")
+#: The per-outline files `write` makes (the ones a later call may replace).
+_OUTPUT_NAME = re.compile(r"(row|mask|cutout)_\d+(_full)?\.png")
 
 
 def refinement(mode: str, variant: Variant, have_original: bool) -> bool:
@@ -219,7 +232,11 @@ def write(out: str, image: np.ndarray, outlines: list[tuple[str, np.ndarray]],
           zoom: int = 2) -> list[str]:
   """Writes every outline's row, mask and cut-out (and their full-resolution versions
   when `original` is given; refined by the hybrid when `refine`) to `out`, then
-  `rows.png`. Returns one line per outline saying what it covers."""
+  `rows.png`, replacing an earlier call's outputs as a whole (its files for outlines
+  this call does not have are removed; other files are left alone). Returns one line
+  per outline saying what it covers."""
+  if os.path.exists(out) and not os.path.isdir(out):
+    raise InputError(f"--out {out} is a file, not a folder")
   files, lines = {}, []
   for k, (name, outline) in enumerate(outlines):
     r = render(image, outline, res, k, zoom)
@@ -239,4 +256,7 @@ def write(out: str, image: np.ndarray, outlines: list[tuple[str, np.ndarray]],
     figures.save_png(array, os.path.join(out, name))
   figures.image_grid([[files[f"row_{k}.png"] for k in range(len(outlines))]],
                      os.path.join(out, "rows.png"))
+  for name in os.listdir(out):
+    if _OUTPUT_NAME.fullmatch(name) and name not in files:
+      os.remove(os.path.join(out, name))
   return lines

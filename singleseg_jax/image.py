@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import functools
 import os
+import struct
+import warnings
+import zlib
 from typing import NamedTuple
 
 import jax.numpy as jnp
@@ -35,12 +38,75 @@ class PreparedImage(NamedTuple):
   crop_box: tuple[int, int, int]  # (top, left, side) of the square in the original
 
 
+#: The largest photo accepted (pixels): far above any camera's, far below what would
+#: exhaust memory when decoded (Pillow's own guard stops at twice its warning level).
+MAX_PIXELS = 120_000_000
+
+#: Channels per PNG colour type (IHDR), for the row-count check.
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+
+
+def _png_rows_missing(path: str) -> bool:
+  """Whether a PNG's image data holds fewer rows than its header declares.
+
+  Pillow fills the missing rows with zeros without a word, so a photo cut short would
+  train on black: the decompressed IDAT stream must be as long as the header implies.
+  """
+  with open(path, "rb") as f:
+    data = f.read()
+  if data[:8] != b"\x89PNG\r\n\x1a\n":
+    return False
+  pos, idat, header = 8, [], None
+  while pos + 8 <= len(data):
+    length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+    body = data[pos + 8:pos + 8 + length]
+    if kind == b"IHDR":
+      header = struct.unpack(">IIBBBBB", body[:13])
+    elif kind == b"IDAT":
+      idat.append(body)
+    pos += 12 + length
+  if header is None:
+    return False
+  width, height, depth, colour, _, _, interlace = header
+  bits = depth * _PNG_CHANNELS.get(colour, 4)
+  if interlace:  # Adam7: seven sub-images, each with its own rows
+    passes = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4),
+              (1, 0, 2, 2), (0, 1, 1, 2))
+    sizes = [(-(-(width - x0) // dx), -(-(height - y0) // dy)) for x0, y0, dx, dy in passes]
+  else:
+    sizes = [(width, height)]
+  expected = sum(h * (1 + -(-w * bits // 8)) for w, h in sizes if w > 0 and h > 0)
+  try:
+    got = len(zlib.decompressobj().decompress(b"".join(idat)))
+  except zlib.error:
+    return True
+  return got < expected
+
+
+def _to_uint8(im: Image.Image) -> Image.Image:
+  """8-bit RGB of any Pillow mode: 16-bit and 32-bit greyscale are scaled to 0..255
+  (Pillow's own conversion clips them, so a 16-bit photo would turn white)."""
+  if im.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+    levels = np.asarray(im, np.float64) / 257.0
+  elif im.mode in ("I", "F"):
+    a = np.asarray(im, np.float64)
+    top = 65535.0 if im.mode == "I" and a.max() > 255 else 255.0
+    top = 1.0 if im.mode == "F" and a.max() <= 1.0 else top
+    levels = a / top * 255.0
+  else:
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+      im = im.convert("RGBA")
+    return im.convert("RGB")
+  return Image.fromarray(np.clip(np.round(levels), 0, 255).astype(np.uint8)).convert("RGB")
+
+
 def load_image(path: str | os.PathLike) -> np.ndarray:
   """Reads a photo as uint8 RGB (H, W, 3).
 
-  EXIF orientation is applied; greyscale is replicated to three channels; an alpha
-  channel is dropped (pixels keep their colour). Raises `InputError` with a one-line
-  reason for a missing, unreadable or truncated file.
+  EXIF orientation is applied; greyscale (8, 16 or 32 bits) is scaled to 0..255 and
+  replicated to three channels; an alpha channel is dropped (pixels keep their
+  colour). Raises `InputError` with a one-line reason for a missing, unreadable,
+  truncated or implausibly large file.
   """
   path = os.fspath(path)
   if not os.path.exists(path):
@@ -48,14 +114,23 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
   if os.path.isdir(path):
     raise InputError(f"image path is a directory: {path}")
   try:
-    with Image.open(path) as im:
-      im = ImageOps.exif_transpose(im)
-      if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-        im = im.convert("RGBA").convert("RGB")
-      else:
-        im = im.convert("RGB")
-      arr = np.asarray(im, dtype=np.uint8)
+    with warnings.catch_warnings():
+      warnings.simplefilter("error", Image.DecompressionBombWarning)
+      with Image.open(path) as im:
+        w, h = im.size
+        if w * h > MAX_PIXELS:
+          raise InputError(f"image {path} is {w}x{h} pixels, more than the "
+                           f"{MAX_PIXELS // 1_000_000} million accepted")
+        im = ImageOps.exif_transpose(im)
+        arr = np.asarray(_to_uint8(im), dtype=np.uint8)
+    if _png_rows_missing(path):
+      raise InputError(f"cannot read image {path}: image file is truncated (fewer rows than "
+                       "its header declares)")
+  except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+    raise InputError(f"image {path} is too large to decode safely: {e}") from None
   except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    if isinstance(e, InputError):
+      raise
     raise InputError(f"cannot read image {path}: {e}") from None
   return arr
 

@@ -34,7 +34,6 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
-from PIL import Image
 
 from singleseg_jax import figures, tables
 from singleseg_jax import image as image_lib
@@ -159,8 +158,11 @@ def load_run(workdir: str, which: str = "best"):
     raise InputError(f"workdir not found: {workdir}")
   if not os.path.exists(path):
     raise InputError(f"{workdir} is not a run directory (no config.json)")
-  with open(path) as f:
-    config = ml_collections.ConfigDict(json.load(f))
+  try:
+    with open(path) as f:
+      config = ml_collections.ConfigDict(json.load(f))
+  except (OSError, ValueError) as e:
+    raise InputError(f"{path} is not readable: {e}") from None
   try:
     with open(os.path.join(workdir, "run.json")) as f:
       info = json.load(f)
@@ -172,8 +174,23 @@ def load_run(workdir: str, which: str = "best"):
     raise InputError(f"{workdir} has no checkpoint yet")
   template = init_state(jax.random.key(config.seed), fit_options(config))
   state, _ = _restore(manager, template)
-  image = np.asarray(Image.open(os.path.join(workdir, "image.png")).convert("RGB"))
+  image = image_lib.load_image(os.path.join(workdir, "image.png"))
+  if image.shape[:2] != (config.size, config.size):
+    raise InputError(f"{workdir}/image.png is {image.shape[1]}x{image.shape[0]}, not the "
+                     f"run's {config.size}x{config.size}")
   return config, state.train, image, info
+
+
+def _check_writable(workdir: str) -> None:
+  """InputError naming the folder when `workdir` (or the nearest folder above it that
+  exists) cannot be written, before anything is."""
+  folder = os.path.abspath(workdir)
+  while not os.path.exists(folder):
+    folder = os.path.dirname(folder)
+  if not os.path.isdir(folder):
+    raise InputError(f"--workdir {workdir}: {folder} is a file, not a folder")
+  if not os.access(folder, os.W_OK | os.X_OK):
+    raise InputError(f"--workdir {workdir}: {folder} is not writable")
 
 
 @contextlib.contextmanager
@@ -198,6 +215,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   returns run.json's dict. Everything is checked before anything is written."""
   options = fit_options(config)
   original, prep = prepare(config)
+  _check_writable(workdir)
   os.makedirs(workdir, exist_ok=True)
   with _exclusive(workdir):
     return _train_and_evaluate(config, workdir, options, original, prep)
@@ -206,8 +224,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 def _train_and_evaluate(config, workdir: str, options: FitOptions, original, prep) -> dict:
   _check_same_run(workdir, config)
   tables.atomic_write(os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=2))
-  Image.fromarray(prep.image).save(os.path.join(workdir, "image.png"))
-  Image.fromarray(prep.thumbnail).save(os.path.join(workdir, "thumbnail.png"))
+  figures.save_png(prep.image, os.path.join(workdir, "image.png"))
+  figures.save_png(prep.thumbnail, os.path.join(workdir, "thumbnail.png"))
   info_path = os.path.join(workdir, "run.json")
   info = {"image": os.path.abspath(config.image), "original_hw": list(original.shape[:2]),
           "crop_box": list(prep.crop_box), "device": str(jax.devices()[0].device_kind),

@@ -42,3 +42,14 @@ def test_full_resolution_mask_and_rgba_follow_the_crop():
   assert big[:, :60].all() and not big[:, 60:].any()
   np.testing.assert_array_equal(cut[..., 3], np.where(big, 255, 0))
   np.testing.assert_array_equal(cut[..., :3], original[:, 20:140])
+
+
+def test_the_outline_rule_fills_self_crossing_outlines_and_reaches_the_frame_edge():
+  bow = [[10, 10], [60, 60], [60, 10], [10, 60]]  # signed areas cancel; two triangles show
+  mask = cutouts.outline_mask(bow, 100, "bow")
+  assert 0.05 < mask.mean() < 0.25 and mask[35, 15] and not mask[15, 35]
+  info = {"crop_box": [0, 0, 120], "original_hw": [120, 160]}
+  (name, whole), = cutouts.collect_outlines([], ["0,0,100,100"], "net", info, 100)
+  assert whole.all()  # a box to the frame's edge, not an error about point (101, 0)
+  with pytest.raises(InputError, match=r"\(150, 0\) lies outside"):
+    cutouts.collect_outlines([], ["0,0,150,50"], "net", info, 100)

@@ -233,3 +233,41 @@ def test_flag_mistakes_are_one_line_and_write_nothing(tmp_path, args, message):
   lines = res.stderr.strip().splitlines()
   assert res.returncode == 2 and len(lines) == 1 and lines[0].startswith("error:"), res.stderr
   assert message in lines[0] and not (tmp_path / "w").exists()
+
+
+def test_page_killed_mid_training_resumes_and_a_second_writer_is_refused(tmp_path, photo_path):
+  from experiments.web import server
+  work = str(tmp_path / "w")
+  common = [f"--config.image={photo_path}", "--config.patience=1000",
+            "--config.checkpoint_every=5", f"--workdir={work}"]
+  env = dict(os.environ, PYTHONPATH=ROOT)
+  proc = subprocess.Popen([sys.executable, "-m", "experiments.serve", f"--image={photo_path}",
+                           "--config=experiments/configs/default.py:runlocal", "--port=0",
+                           "--config.num_epochs=400", *common], cwd=ROOT, env=env,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  metrics = os.path.join(work, "metrics.jsonl")
+  try:
+    deadline = time.time() + 180
+    while time.time() < deadline and proc.poll() is None:
+      if os.path.exists(metrics) and len(open(metrics).read().splitlines()) >= 8:
+        break
+      time.sleep(0.05)
+    second = cli("experiments.main", "--config=experiments/configs/default.py:runlocal",
+                 "--config.num_epochs=400", *common)
+    assert second.returncode == 2 and "in use by another run" in second.stderr, second.stderr
+  finally:
+    proc.send_signal(signal.SIGKILL)  # the page's training thread dies with it, unsaved
+    proc.wait()
+  steps = {k: sorted(int(s) for s in os.listdir(os.path.join(work, "checkpoints", k))
+                     if s.isdigit()) for k in ("latest", "best")}
+  assert steps["latest"] and steps["best"]
+  total = steps["latest"][-1] + 12  # past the killed run's saved bests
+  config = runlocal_config(photo_path, num_epochs=total, patience=1000, checkpoint_every=5)
+  app = server.App(work, config)
+  app.start()
+  deadline = time.time() + 180
+  while app.state == "training" and time.time() < deadline:
+    time.sleep(0.1)
+  assert app.state == "ready", app.error
+  rows = [json.loads(l) for l in open(metrics)]
+  assert [r["epoch"] for r in rows] == list(range(1, total + 1))

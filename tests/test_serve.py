@@ -90,7 +90,8 @@ def test_snap_run_adds_the_full_resolution_hybrid(tmp_path, photo):
   run.train_and_evaluate(config, str(tmp_path / "run"))
   app = server.App(str(tmp_path / "run"))
   app.start()
-  out = app.segment(np.array([[20, 15], [85, 20], [80, 90], [15, 80]], float))
+  body = json.dumps({"polygon": [[20, 15], [85, 20], [80, 90], [15, 80]]}).encode()
+  out = app.segment(server.parse_outline(body, 100))
   full = _decode(out["cutout_full"])
   assert full.size == (120, 120) and full.mode == "RGBA"  # the photo's 120x120 crop
   assert _decode(out["cutout"]).size == (100, 100)
@@ -106,11 +107,52 @@ def test_snap_run_adds_the_full_resolution_hybrid(tmp_path, photo):
     (json.dumps({"points": []}), 400),
     (json.dumps({"polygon": [[1, 1]] * 6000}), 400),
     (b"x" * (server.MAX_BODY + 1), 413),
+    (b'{"polygon": [[1e999999, 1], [50, 1], [50, 50]]}', 400),            # not a float
+    (b'{"polygon": [[' + b"1" * 400 + b', 1], [50, 1], [50, 50]]}', 400),  # int too large
+    (b"[" * 100000 + b"]" * 100000, 400),                                  # nested too deep
 ])
 def test_bad_requests_are_refused(base, body, code):
   got, data = _request(base, "POST", "/api/segment", body)
   assert got == code, data
   assert "error" in json.loads(data)
+
+
+def test_a_self_crossing_outline_counts_by_what_it_encloses(base):
+  bow = [[10, 10], [60, 60], [60, 10], [10, 60]]  # a bow tie: signed areas cancel
+  code, data = _request(base, "POST", "/api/segment", json.dumps({"polygon": bow}))
+  assert code == 200, data
+  assert _decode(json.loads(data)["mask"]).size == (100, 100)
+
+
+@pytest.mark.parametrize("method,path,allow", [("PUT", "/api/segment", "POST"),
+                                               ("GET", "/api/segment", "POST"),
+                                               ("DELETE", "/", "GET"),
+                                               ("POST", "/api/status", "GET")])
+def test_wrong_methods_are_405_with_allow(base, method, path, allow):
+  conn = http.client.HTTPConnection(*base, timeout=30)
+  conn.request(method, path, body=b"{}")
+  resp = conn.getresponse()
+  body = json.loads(resp.read())
+  conn.close()
+  assert resp.status == 405 and resp.getheader("Allow") == allow and "error" in body
+
+
+def test_a_silent_client_is_dropped_after_the_read_timeout(workdir, monkeypatch):
+  import socket
+  monkeypatch.setattr(server, "READ_TIMEOUT", 0.5)
+  app = server.App(workdir)
+  httpd = server.make_server(app, "127.0.0.1", 0)
+  threading.Thread(target=httpd.serve_forever, daemon=True).start()
+  try:
+    sock = socket.create_connection(httpd.server_address[:2], timeout=10)
+    sock.sendall(b"POST /api/segment HTTP/1.1\r\nContent-Length: 100\r\n\r\n{")
+    t0 = time.time()
+    assert sock.recv(1024) == b""  # closed by the server, not by our 10 s timeout
+    assert time.time() - t0 < 5
+    sock.close()
+  finally:
+    httpd.shutdown()
+    httpd.server_close()
 
 
 @pytest.mark.parametrize("path", ["/../config.json", "/static/../server.py", "/static/%2e%2e/train.py",

@@ -14,6 +14,7 @@ or polygons (400), segmentation before the net is ready (409).
 from __future__ import annotations
 
 import base64
+import errno
 import http.server
 import io
 import json
@@ -30,7 +31,7 @@ from PIL import Image
 
 from singleseg_jax import cutouts, run, variants
 from singleseg_jax.errors import InputError
-from singleseg_jax.image import load_image, polygon_mask
+from singleseg_jax.image import load_image
 from singleseg_jax.segment import Segmentation, segment
 
 STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
@@ -39,6 +40,9 @@ STATIC_FILES = {"/": ("index.html", "text/html; charset=utf-8"),
                 "/static/style.css": ("style.css", "text/css; charset=utf-8")}
 MAX_BODY = 256 * 1024
 MAX_POINTS = 5000
+READ_TIMEOUT = 30  # seconds a connection may sit idle mid-request
+ALLOWED = {"/api/segment": "POST"}
+GET_PATHS = {*STATIC_FILES, "/api/status", "/api/image.png", "/api/thumbnail.png"}
 
 
 def png_bytes(array: np.ndarray) -> bytes:
@@ -53,24 +57,23 @@ def data_url(array: np.ndarray) -> str:
   return "data:image/png;base64," + base64.b64encode(png_bytes(array)).decode()
 
 
-def parse_polygon(body: bytes, side: int) -> np.ndarray:
-  """The request's polygon as (K, 2) floats in [0, side]; InputError if unusable."""
+def parse_outline(body: bytes, side: int) -> np.ndarray:
+  """The request's polygon as a side x side bool mask, by the outline rule every front
+  end shares (`cutouts.outline_mask`); InputError for anything unusable."""
   try:
     data = json.loads(body)
-  except (ValueError, UnicodeDecodeError):
-    raise InputError("body is not JSON") from None
+  except (ValueError, UnicodeDecodeError, RecursionError):
+    raise InputError("body is not JSON (or nested too deep)") from None
   points = data.get("polygon") if isinstance(data, dict) else None
   if not isinstance(points, list) or not 3 <= len(points) <= MAX_POINTS:
     raise InputError(f"'polygon' must be a list of 3 to {MAX_POINTS} [x, y] points")
   try:
     arr = np.asarray(points, np.float64)
-  except (TypeError, ValueError):
+  except (TypeError, ValueError, OverflowError):
     raise InputError("polygon points must be [x, y] numbers") from None
-  if arr.ndim != 2 or arr.shape[1] != 2 or not np.isfinite(arr).all():
+  if arr.ndim != 2 or arr.shape[1] != 2:
     raise InputError("polygon points must be [x, y] numbers")
-  if (arr < 0).any() or (arr > side).any():
-    raise InputError(f"polygon points must lie in the {side}x{side} frame")
-  return arr
+  return cutouts.outline_mask(arr, side, "polygon")
 
 
 class App:
@@ -85,6 +88,15 @@ class App:
     self.model = self.image = self.thumbnail = self.original = self.crop_box = None
     self.started = time.time()
     self.requests = 0
+
+  def check(self) -> None:
+    """InputError for what would make the page fail later: a bad photo or config to fit,
+    or a workdir that holds no usable run."""
+    if self.config is not None:
+      run.fit_options(self.config)
+      run.prepare(self.config)
+    else:
+      run.load_run(self.workdir)
 
   def start(self) -> None:
     """Loads the run, or fits it first in a background thread."""
@@ -143,9 +155,8 @@ class App:
     """The side of the run's square image (the frame of the page's polygons)."""
     return self.image.shape[0]
 
-  def segment(self, polygon: np.ndarray) -> dict:
-    """The answer to one polygon: PNG data URLs of the row, mask and cut-outs."""
-    outline = polygon_mask(polygon, self.side, self.side)
+  def segment(self, outline: np.ndarray) -> dict:
+    """The answer to one outline mask: PNG data URLs of the row, mask and cut-outs."""
     with self.lock:
       self.requests += 1
       key = jax.random.key(self.requests)
@@ -164,6 +175,7 @@ class App:
 def make_handler(app: App):
   class Handler(http.server.BaseHTTPRequestHandler):
     server_version = "singleseg"
+    timeout = READ_TIMEOUT  # a client that stops sending does not hold a thread forever
 
     def log_message(self, fmt, *args):
       logging.info("%s %s", self.address_string(), fmt % args)
@@ -193,11 +205,26 @@ def make_handler(app: App):
         if img is None:
           return self._json(409, {"error": "the net is not ready yet"})
         return self._send(200, png_bytes(img), "image/png")
-      return self._json(404, {"error": "not found"})
+      return self._not_allowed()
+
+    def _not_allowed(self):
+      path = self.path.split("?", 1)[0]
+      allow = ALLOWED.get(path, "GET" if path in GET_PATHS else None)
+      if allow is None:
+        return self._json(404, {"error": "not found"})
+      self.send_response(405)
+      body = json.dumps({"error": f"{self.command} is not allowed here; use {allow}"}).encode()
+      self.send_header("Allow", allow)
+      self.send_header("Content-Type", "application/json")
+      self.send_header("Content-Length", str(len(body)))
+      self.end_headers()
+      self.wfile.write(body)
+
+    do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _not_allowed
 
     def do_POST(self):
       if self.path != "/api/segment":
-        return self._json(404, {"error": "not found"})
+        return self._not_allowed()
       try:
         length = int(self.headers.get("Content-Length", ""))
       except ValueError:
@@ -208,13 +235,23 @@ def make_handler(app: App):
       if app.state != "ready":
         return self._json(409, {"error": f"the net is not ready ({app.state})"})
       try:
-        return self._json(200, app.segment(parse_polygon(body, app.side)))
+        return self._json(200, app.segment(parse_outline(body, app.side)))
       except InputError as e:
         return self._json(400, {"error": str(e)})
+      except Exception as e:  # noqa: BLE001 (every request gets an answer; the log keeps why)
+        logging.error("segment failed: %s", traceback.format_exc())
+        return self._json(500, {"error": f"segmentation failed: {type(e).__name__}: {e}"})
 
   return Handler
 
 
 def make_server(app: App, host: str = "127.0.0.1", port: int = 8000):
-  """A threading HTTP server for `app` (not yet serving)."""
-  return http.server.ThreadingHTTPServer((host, port), make_handler(app))
+  """A threading HTTP server for `app` (not yet serving; `.app` is the app); InputError
+  when the address cannot be bound."""
+  try:
+    httpd = http.server.ThreadingHTTPServer((host, port), make_handler(app))
+  except OSError as e:
+    why = "already in use" if e.errno == errno.EADDRINUSE else (e.strerror or str(e))
+    raise InputError(f"cannot listen on {host}:{port}: {why}") from None
+  httpd.app = app
+  return httpd
