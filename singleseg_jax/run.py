@@ -116,19 +116,27 @@ def _check_same_run(workdir: str, config) -> None:
                         "use a new --workdir")
 
 
-def _truncate_metrics(path: str, epochs: int) -> list[dict]:
-  """The log's rows up to `epoch`, rewritten atomically; a line a crash cut short is
-  dropped (its epoch runs again)."""
+def read_metrics(workdir: str) -> list[dict]:
+  """The rows of workdir/metrics.jsonl, one per epoch, up to a line that is being
+  written or that a kill cut short ([] when there is no log yet)."""
   rows = []
+  path = os.path.join(workdir, "metrics.jsonl")
   if os.path.exists(path):
     with open(path) as f:
       for line in f:
         try:
           rows.append(json.loads(line))
         except ValueError:
-          break  # torn by a kill mid-write: it and anything after it are redone
-  rows = [r for r in rows if r["epoch"] <= epochs]
-  tables.atomic_write(path, "".join(json.dumps(r) + "\n" for r in rows))
+          break
+  return rows
+
+
+def _truncate_metrics(workdir: str, epochs: int) -> list[dict]:
+  """The log's rows up to `epochs`, rewritten atomically (a torn line's epoch, and any
+  after the checkpoint, run again)."""
+  rows = [r for r in read_metrics(workdir) if r["epoch"] <= epochs]
+  tables.atomic_write(os.path.join(workdir, "metrics.jsonl"),
+                      "".join(json.dumps(r) + "\n" for r in rows))
   return rows
 
 
@@ -242,7 +250,7 @@ def _train_and_evaluate(config, workdir: str, options: FitOptions, original, pre
     resume, _ = _restore(latest, template)
     logging.info("resuming %s from epoch %d", workdir, resume.epoch)
   metrics_path = os.path.join(workdir, "metrics.jsonl")
-  history = _truncate_metrics(metrics_path, resume.epoch if resume else 0)
+  history = _truncate_metrics(workdir, resume.epoch if resume else 0)
 
   progress = Progress(options.num_epochs, resume.epoch if resume else 0)
   metric = options.variant_impl.metric

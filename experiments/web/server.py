@@ -133,15 +133,7 @@ class App:
 
   def status(self) -> dict:
     """Training progress for the page: state, epochs, loss history, ETA."""
-    history = []
-    path = os.path.join(self.workdir, "metrics.jsonl")
-    if os.path.exists(path):
-      with open(path) as f:
-        for line in f:
-          try:
-            history.append(json.loads(line))
-          except ValueError:
-            break  # a line being written
+    history = run.read_metrics(self.workdir)
     total = self.config.num_epochs if self.config is not None else None
     secs = [r.get("seconds", 0) for r in history[-10:]]
     eta = (sum(secs) / len(secs)) * (total - len(history)) if secs and total else None
