@@ -86,7 +86,7 @@ def run_width(config, image, width: float, seeds: int, together: bool):
   if together:
     states, reasons = fit_seeds(keys, image, options, on_epoch=log)
   else:
-    states, reasons = zip(*[fit(k, image, options, on_epoch=lambda st, rec, i=i: log(i, st, rec))
+    states, reasons = zip(*[fit(k, image, options, on_epoch=lambda rec, i=i: log(i, None, rec))
                             for i, k in enumerate(keys)])
   seconds = time.perf_counter() - t0
   params = count_params(states[0].train.model())

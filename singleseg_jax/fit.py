@@ -5,6 +5,15 @@ Every variant (`singleseg_jax.variants`) is fitted by the same loop; the variant
 the fresh state and the epoch and validation functions. Keys follow the variants'
 key schedule, so a fit resumed from its saved state at epoch `e` continues exactly as
 the uninterrupted one.
+
+The loop stays on the device for `epochs_per_sync` epochs at a time: one jitted scan
+runs the epochs and keeps a copy of the state with the lowest val loss (`jnp.where`),
+and only then does the host read the block's metrics. The host replays the plateau
+rule and the finite check on them (the rule stays in float64 on the host, as it
+always was); when the rule stops inside a block, or a loss stops being finite, the
+block's first epochs are run again up to that point, which the key schedule makes
+exact. So every `epochs_per_sync` gives the same parameters and the same stopping
+epoch; larger blocks sync, log and checkpoint less often.
 """
 from __future__ import annotations
 
@@ -43,6 +52,7 @@ class FitOptions:
   snap_hidden: int = 64      # graph net width
   snap_rounds: int = 3       # message-passing rounds
   snap_steps: int = 25       # updates per epoch (each on a fresh batch of batch_size)
+  epochs_per_sync: int = 1   # epochs run on the device between two host syncs
 
   def __post_init__(self):
     variants.get(self.variant)  # validates the name
@@ -50,6 +60,9 @@ class FitOptions:
       v = getattr(self, name)
       if not isinstance(v, int) or v < 1:
         raise InputError(f"{name} must be a positive integer, got {v!r}")
+    if not isinstance(self.epochs_per_sync, int) or self.epochs_per_sync < 1:
+      raise InputError(f"epochs_per_sync must be a positive integer, got "
+                       f"{self.epochs_per_sync!r}")
     if not isinstance(self.snap_rounds, int) or self.snap_rounds < 0:
       raise InputError(f"snap_rounds must be an integer >= 0, got {self.snap_rounds!r}")
     if self.dtype not in DTYPES:
@@ -112,30 +125,101 @@ def converged_reason(options: FitOptions) -> str:
           f"for {options.patience} epochs")
 
 
+def _block(fns: variants.EpochFunctions, size: int):
+  """The jitted run of `count` <= `size` epochs from `start` (both traced, so one
+  program serves every block of a fit, the shorter reruns included), carrying the
+  state, the state with the lowest val loss so far and that loss; returns them and
+  the per-epoch (train, val) metrics in buffers of `size` rows."""
+
+  @jax.jit
+  def block(ts, best_ts, best_loss, data, start, count):
+    def one_epoch(ts):
+      ts, m = fns.run_epoch(ts, data, start)
+      return m, fns.run_val(ts, data)
+
+    buffers = jax.tree.map(lambda a: jnp.zeros((size,) + a.shape, a.dtype),
+                           jax.eval_shape(one_epoch, ts))
+
+    def body(i, carry):
+      ts, best_ts, best_loss, (mbuf, vbuf) = carry
+      ts, m = fns.run_epoch(ts, data, start + i)
+      v = fns.run_val(ts, data)
+      better = v["loss"] < best_loss  # the plateau rule's best: strictly lower
+      best_ts = jax.tree.map(lambda b, n: jnp.where(better, n, b), best_ts, ts)
+      mbuf = jax.tree.map(lambda buf, x: buf.at[i].set(x), mbuf, m)
+      vbuf = jax.tree.map(lambda buf, x: buf.at[i].set(x), vbuf, v)
+      return ts, best_ts, jnp.where(better, v["loss"], best_loss), (mbuf, vbuf)
+
+    ts, best_ts, best_loss, metrics = jax.lax.fori_loop(
+        0, count, body, (ts, best_ts, best_loss, buffers))
+    return (ts, best_ts, best_loss), metrics
+
+  return block
+
+
 def fit(key: jax.Array, image, options: FitOptions, *, resume: Optional[FitState] = None,
-        on_epoch: Optional[Callable[[FitState, dict], None]] = None) -> tuple[FitState, str]:
+        on_epoch: Optional[Callable[[dict], None]] = None,
+        on_sync: Optional[Callable[[FitState, Optional[FitState]], None]] = None
+        ) -> tuple[FitState, str]:
   """Trains until convergence or `num_epochs`; returns the final state and why it stopped.
 
-  `on_epoch(state, record)` runs after every epoch (for logging and checkpoints); the
-  record holds the epoch's mean train and val metrics (`train_loss`, `val_loss`, and
-  `train_<m>`/`val_<m>` for the variant's metric: the paper's MSE, snap's share of
-  pixels labelled wrong).
-  Raises `TrainingDiverged` (the state passed to the last `on_epoch` is the last good
-  one) if the training loss stops being finite.
+  `on_epoch(record)` runs for every epoch (for logging); the record holds the epoch's
+  mean train and val metrics (`train_loss`, `val_loss`, and `train_<m>`/`val_<m>` for
+  the variant's metric: the paper's MSE, snap's share of pixels labelled wrong).
+  `on_sync(state, best)` runs after every block of `epochs_per_sync` epochs (for
+  checkpoints): `state` is the fit so far, `best` the state of the block's new lowest
+  val loss, or None when the block did not improve on it.
+  Raises `TrainingDiverged` if the training loss stops being finite; `on_sync` has
+  then been given the last good state.
   """
-  run_epoch, run_val = options.variant_impl.epochs(key, image, options)
+  fns = options.variant_impl.epochs(key, image, options)
   rule = Plateau(options.patience, options.rel_tol)
   state = resume or FitState(init_state(key, options), rule.init(), 0)
   if rule.converged(state.plateau):
     return state, converged_reason(options)
-  for epoch in range(state.epoch, options.num_epochs):
-    ts, m = run_epoch(state.train, epoch)
-    record = epoch_record(epoch + 1, m, run_val(ts))
-    plateau, converged = rule.update(state.plateau, record["val_loss"])
-    state = FitState(ts, plateau, epoch + 1)
+  block = _block(fns, options.epochs_per_sync)
+
+  def run_block(ts, start, epochs):
+    args = (jnp.asarray(state.plateau.best, jnp.float32), jnp.asarray(start, jnp.int32),
+            jnp.asarray(epochs, jnp.int32))
+    with jax.transfer_guard("disallow"):  # no host round trip inside the block
+      return block(ts, ts, args[0], fns.data, args[1], args[2])
+
+  while state.epoch < options.num_epochs:
+    epochs = min(options.epochs_per_sync, options.num_epochs - state.epoch)
+    (ts, best_ts, _), (m, v) = run_block(state.train, state.epoch, epochs)
+    m, v = jax.device_get((m, v))
+    plateau, records, best_plateau, stop, diverged = state.plateau, [], None, None, None
+    for i in range(epochs):
+      try:
+        record = epoch_record(state.epoch + i + 1, {k: x[i] for k, x in m.items()},
+                              {k: x[i] for k, x in v.items()})
+      except TrainingDiverged as e:
+        stop, diverged = i, e
+        break
+      plateau, converged = rule.update(plateau, record["val_loss"])
+      records.append(record)
+      if plateau.best_epoch == plateau.epoch:
+        best_plateau = plateau
+      if converged:
+        stop = i + 1
+        break
+    if stop is not None and stop < epochs:  # run the block again up to where it stopped
+      if stop == 0:
+        ts = best_ts = state.train
+      else:
+        (ts, best_ts, _), _ = run_block(state.train, state.epoch, stop)
     if on_epoch is not None:
-      on_epoch(state, record)
-    if converged:
+      for record in records:
+        on_epoch(record)
+    state = FitState(ts, plateau, state.epoch + len(records))
+    if on_sync is not None:
+      best = None if best_plateau is None else FitState(best_ts, best_plateau,
+                                                        best_plateau.epoch + 1)
+      on_sync(state, best)
+    if diverged is not None:
+      raise diverged
+    if stop is not None:
       return state, converged_reason(options)
   return state, f"reached num_epochs={options.num_epochs}"
 

@@ -24,6 +24,7 @@ when complete, so a kill never leaves a broken checkpoint behind.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import os
@@ -43,8 +44,9 @@ from singleseg_jax.paper.model import INPUT_SIDE, OUTPUT_SIDE, count_params
 from singleseg_jax.progress import Progress, hms
 from singleseg_jax.train import PlateauState, TrainState
 
-#: Config fields that may change between a run and its resumption.
-MUTABLE_FIELDS = ("num_epochs", "checkpoint_every", "num_grid")
+#: Config fields that may change between a run and its resumption (none changes what
+#: the fit computes).
+MUTABLE_FIELDS = ("num_epochs", "checkpoint_every", "num_grid", "epochs_per_sync")
 
 
 def fit_options(config: ml_collections.ConfigDict) -> FitOptions:
@@ -54,11 +56,10 @@ def fit_options(config: ml_collections.ConfigDict) -> FitOptions:
     raise InputError(f"the nets map {INPUT_SIDE}x{INPUT_SIDE} outlines to "
                      f"{OUTPUT_SIDE}x{OUTPUT_SIDE}: use size={OUTPUT_SIDE}, "
                      f"scale={INPUT_SIDE / OUTPUT_SIDE:g}")
-  fields = FitOptions.__dataclass_fields__
-  try:
-    return FitOptions(**{k: config[k] for k in fields})
-  except KeyError as e:
-    raise InputError(f"config lacks field {e}") from None
+  # A field the config lacks keeps its default: run directories written before the
+  # field existed still load.
+  fields = [k for k in FitOptions.__dataclass_fields__ if k in config]
+  return FitOptions(**{k: config[k] for k in fields})
 
 
 def prepare(config) -> tuple[np.ndarray, image_lib.PreparedImage]:
@@ -67,8 +68,10 @@ def prepare(config) -> tuple[np.ndarray, image_lib.PreparedImage]:
   return original, image_lib.prepare_image(original, config.size, config.scale, config.crop)
 
 
-def _managers(workdir: str):
-  opts = dict(max_to_keep=1, create=True, enable_async_checkpointing=False)
+def _managers(workdir: str, asynchronous: bool = False):
+  # Asynchronous saves let the next block of epochs run while the last one is written
+  # (orbax writes to a temporary folder and renames it, so a kill loses no checkpoint).
+  opts = dict(max_to_keep=1, create=True, enable_async_checkpointing=asynchronous)
   root = os.path.join(os.path.abspath(workdir), "checkpoints")
   return (ocp.CheckpointManager(os.path.join(root, "latest"),
                                 options=ocp.CheckpointManagerOptions(**opts)),
@@ -77,6 +80,7 @@ def _managers(workdir: str):
 
 
 def _save(manager, state: FitState):
+  manager.wait_until_finished()  # the previous save first: its step must be listed
   if state.epoch in manager.all_steps():
     # A resumed run reaching an epoch the killed run had saved: keys derive from the
     # seed and the epoch, so the state on disk is this one; saving again would fail.
@@ -87,7 +91,6 @@ def _save(manager, state: FitState):
                                    "opt_state": state.train.opt_state,
                                    "step": state.train.step}),
       meta=ocp.args.JsonSave(meta)), force=True)
-  manager.wait_until_finished()
 
 
 def _restore(manager, template: TrainState, step: int | None = None):
@@ -109,8 +112,9 @@ def _check_same_run(workdir: str, config) -> None:
   with open(path) as f:
     old = json.load(f)
   new = json.loads(config.to_json_best_effort())
-  diff = sorted(k for k in set(old) | set(new)
-                if k not in MUTABLE_FIELDS and old.get(k) != new.get(k))
+  defaults = {f.name: f.default for f in dataclasses.fields(FitOptions)}
+  diff = sorted(k for k in set(old) | set(new) if k not in MUTABLE_FIELDS
+                and old.get(k, defaults.get(k)) != new.get(k, defaults.get(k)))
   if diff:
     raise InputError(f"{workdir} holds a run with a different config ({', '.join(diff)}); "
                         "use a new --workdir")
@@ -240,7 +244,7 @@ def _train_and_evaluate(config, workdir: str, options: FitOptions, original, pre
           "params": None, "stopped": None}
 
   key = jax.random.key(config.seed)
-  latest, best = _managers(workdir)
+  latest, best = _managers(workdir, asynchronous=True)
   template = init_state(key, options)
   info["params"] = count_params(template.model())
   if not os.path.exists(info_path):  # so a running or killed run can already be used
@@ -256,30 +260,39 @@ def _train_and_evaluate(config, workdir: str, options: FitOptions, original, pre
   metric = options.variant_impl.metric
   metrics_file = open(metrics_path, "a")
   board = _tensorboard(workdir, resume.epoch if resume else 0)
-  t_epoch = [time.perf_counter()]
-  last = [resume]
+  t_sync = [time.perf_counter()]
+  pending, last = [], [resume]
+  host = [0.0]  # seconds spent in on_sync: logging, metrics, checkpoints
 
-  def on_epoch(state: FitState, record: dict) -> None:
-    record["seconds"] = round(time.perf_counter() - t_epoch[0], 3)
-    t_epoch[0] = time.perf_counter()
-    metrics_file.write(json.dumps(record) + "\n")
+  def on_sync(state: FitState, new_best) -> None:
+    """Logs the block's epochs (each given its share of the block's wall time), then
+    saves "best" when the block improved on it and "latest" every checkpoint_every."""
+    t0 = time.perf_counter()
+    first = last[0].epoch if last[0] is not None else 0
+    for record in pending:
+      record["seconds"] = round((t0 - t_sync[0]) / len(pending), 3)
+      metrics_file.write(json.dumps(record) + "\n")
+      if board is not None:
+        for name, value in record.items():
+          if name != "epoch":
+            board.add_scalar(name, value, record["epoch"])
+      history.append(record)
+      progress.update(record["epoch"])
+      _log_epoch(progress, record, metric)
+    pending.clear()
     metrics_file.flush()
-    if board is not None:
-      for name, value in record.items():
-        if name != "epoch":
-          board.add_scalar(name, value, record["epoch"])
-    history.append(record)
-    progress.update(record["epoch"])
-    _log_epoch(progress, record, metric)
-    if state.plateau.best_epoch == state.plateau.epoch:
-      _save(best, state)
-    if state.epoch % config.checkpoint_every == 0:
+    if new_best is not None:
+      _save(best, new_best)
+    if state.epoch // config.checkpoint_every > first // config.checkpoint_every:
       _save(latest, state)
     last[0] = state
+    host[0] += time.perf_counter() - t0
+    t_sync[0] = time.perf_counter()
 
   t0 = time.perf_counter()
   try:
-    state, stop_reason = fit(key, prep.image, options, resume=resume, on_epoch=on_epoch)
+    state, stop_reason = fit(key, prep.image, options, resume=resume,
+                             on_epoch=pending.append, on_sync=on_sync)
   except TrainingDiverged as e:
     kept = (f"the last good checkpoints are kept in {workdir}/checkpoints"
             if latest.latest_step() is not None or best.latest_step() is not None
@@ -290,12 +303,17 @@ def _train_and_evaluate(config, workdir: str, options: FitOptions, original, pre
       _save(latest, last[0])
     raise
   finally:
+    for manager in (latest, best):
+      manager.wait_until_finished()
     metrics_file.close()
     if board is not None:
       board.close()
   if latest.latest_step() != state.epoch:
     _save(latest, state)
+    latest.wait_until_finished()
   info["train_seconds"] = round(time.perf_counter() - t0, 2)
+  info["host_seconds"] = round(host[0], 2)  # logging and checkpoints, outside the device loop
+  info["epochs_per_sync"] = options.epochs_per_sync
   logging.info("stopped after %d epochs: %s", state.epoch, stop_reason)
 
   info["stopped"] = stop_reason

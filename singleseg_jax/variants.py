@@ -31,7 +31,8 @@ from singleseg_jax.paper import predict as paper_predict
 from singleseg_jax.paper.model import DTYPES, Upsampler
 from singleseg_jax.snap import net as snap_net
 from singleseg_jax.snap import regions
-from singleseg_jax.train import TrainState, evaluate, make_optimizer, num_batches, train_epoch
+from singleseg_jax.train import (TrainState, epoch_update, evaluate_loss, make_optimizer,
+                                 num_batches)
 
 
 class Segmentation(NamedTuple):
@@ -63,8 +64,14 @@ def fresh_key(key: jax.Array, epoch: int) -> jax.Array:
   return jax.random.fold_in(jax.random.fold_in(key, 3), epoch)
 
 
-#: (run_epoch(state, epoch) -> (state, train metrics), run_val(state) -> val metrics)
-EpochFunctions = tuple[Callable, Callable]
+class EpochFunctions(NamedTuple):
+  """How a variant fits: its data (device arrays, passed to both functions as an
+  argument, so a jitted loop over epochs takes them as inputs rather than baking them
+  into the program), one epoch and the validation. Both functions are traceable: the
+  epoch may be a traced integer."""
+  data: object
+  run_epoch: Callable  # (state, data, epoch) -> (state, train metrics)
+  run_val: Callable    # (state, data) -> val metrics
 
 
 class Variant:
@@ -120,16 +127,20 @@ class Paper(Variant):
 
   def epochs(self, key, image, options):
     train, val = self.fixed_data(key, image, options)
-    image_f = jnp.asarray(image, jnp.float32)
+    n_train = len(train)
 
-    def run_epoch(ts, epoch):
-      data = train
+    def run_epoch(ts, data, epoch):
+      pairs = data["train"]
       if options.fresh_data:
-        data = paper_data.make_pairs(fresh_key(key, epoch), image_f, len(train),
-                                     options.in_channels)
-      return train_epoch(ts, data, shuffle_key(key, epoch), batch_size=options.batch_size)
+        pairs = paper_data.make_pairs(fresh_key(key, epoch), data["image"], n_train,
+                                      options.in_channels)
+      return epoch_update(ts, pairs, shuffle_key(key, epoch), batch_size=options.batch_size)
 
-    return run_epoch, lambda ts: evaluate(ts, val, batch_size=options.batch_size)
+    def run_val(ts, data):
+      return evaluate_loss(ts, data["val"], batch_size=options.batch_size)
+
+    data = {"train": train, "val": val, "image": jnp.asarray(image, jnp.float32)}
+    return EpochFunctions(data, run_epoch, run_val)
 
   def predict(self, graphdef, params, image, outlines, key):
     return Segmentation(**paper_predict.predict(graphdef, params, image, outlines, key))
@@ -169,11 +180,15 @@ class Snap(Variant):
     graph, val = self.fixed_data(key, image, options)
     prior = regions.RegionPrior()
 
-    def run_epoch(ts, epoch):
-      return snap_net.region_epoch(ts, graph, shuffle_key(key, epoch), steps=options.snap_steps,
-                                   batch_size=options.batch_size, prior=prior)
+    def run_epoch(ts, data, epoch):
+      return snap_net.region_epoch(ts, data["graph"], shuffle_key(key, epoch),
+                                   steps=options.snap_steps, batch_size=options.batch_size,
+                                   prior=prior)
 
-    return run_epoch, lambda ts: snap_net.region_scores(ts, graph, val)
+    def run_val(ts, data):
+      return snap_net.region_scores(ts, data["graph"], data["val"])
+
+    return EpochFunctions({"graph": graph, "val": val}, run_epoch, run_val)
 
   def predict(self, graphdef, params, image, outlines, key):
     del key  # the graph net has no input noise

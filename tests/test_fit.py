@@ -50,3 +50,47 @@ def test_bad_options():
     FitOptions(num_epochs=0)
   with pytest.raises(InputError, match="patience"):
     FitOptions(patience=0)
+
+
+def _fit_with_syncs(image, options, key=jax.random.key(0)):
+  syncs, records = [], []
+  state, reason = fit(key, image, options, on_epoch=records.append,
+                      on_sync=lambda st, best: syncs.append((st.epoch, best)))
+  return state, reason, syncs, records
+
+
+@pytest.mark.parametrize("variant", ["paper", "snap"])
+def test_any_epochs_per_sync_gives_the_same_fit(image, variant):
+  opts = dict(OPTIONS.__dict__, num_epochs=7)
+  if variant == "snap":
+    opts.update(variant="snap", snap_segments=16, snap_hidden=8, snap_rounds=1, snap_steps=2,
+                batch_size=8, patience=3, rel_tol=0.02)
+  ref, why, ref_syncs, ref_records = _fit_with_syncs(image, FitOptions(**opts))
+  assert [e for e, _ in ref_syncs] == list(range(1, ref.epoch + 1))  # K=1: a sync per epoch
+  for k in (3, 7):
+    got, reason, syncs, records = _fit_with_syncs(image, FitOptions(**{**opts,
+                                                                        "epochs_per_sync": k}))
+    assert (got.epoch, reason, got.plateau) == (ref.epoch, why, ref.plateau)
+    assert records == ref_records  # the same metrics, logged per epoch
+    assert [e for e, _ in syncs] == sorted({min(e, ref.epoch) for e in range(k, 8, k)}
+                                           | {ref.epoch})
+    for a, b in zip(jax.tree.leaves(got.train.params), jax.tree.leaves(ref.train.params)):
+      np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # The last new best of the run is the same state at any K.
+    best_ref = [b for _, b in ref_syncs if b is not None][-1]
+    best = [b for _, b in syncs if b is not None][-1]
+    assert best.epoch == best_ref.epoch == ref.plateau.best_epoch + 1
+    for a, b in zip(jax.tree.leaves(best.train.params), jax.tree.leaves(best_ref.train.params)):
+      np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_a_block_that_diverges_hands_back_the_last_good_state(image):
+  from singleseg_jax.fit import TrainingDiverged
+  bad = FitOptions(**{**OPTIONS.__dict__, "learning_rate": 1e38, "num_epochs": 6,
+                      "epochs_per_sync": 6})
+  syncs = []
+  with pytest.raises(TrainingDiverged):
+    fit(jax.random.key(0), image, bad, on_sync=lambda st, best: syncs.append(st))
+  assert len(syncs) == 1
+  last = syncs[0]
+  assert all(np.isfinite(np.asarray(p)).all() for p in jax.tree.leaves(last.train.params))

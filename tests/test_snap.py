@@ -28,7 +28,7 @@ def disc():
 @pytest.fixture(scope="module")
 def fitted(image):
   history = []
-  state, _ = fit(jax.random.key(0), image, OPTIONS, on_epoch=lambda s, r: history.append(r))
+  state, _ = fit(jax.random.key(0), image, OPTIONS, on_epoch=history.append)
   return state, history
 
 

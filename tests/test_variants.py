@@ -33,6 +33,7 @@ def test_every_variant_inits_predicts_and_describes(name, photo):
   assert res.mask.dtype == bool and 0 <= res.output.min() and res.output.max() <= 1
   assert (res.probability is None) == (name == "paper")
   assert variant.describe(options).startswith(name)
-  run_epoch, run_val = variant.epochs(jax.random.key(0), image, options)
-  state, train_metrics = run_epoch(state, 0)
-  assert {"loss", variant.metric} <= set(train_metrics) <= set(run_val(state)) | {"grad_norm"}
+  fns = variant.epochs(jax.random.key(0), image, options)
+  state, train_metrics = jax.jit(fns.run_epoch)(state, fns.data, 0)
+  val = fns.run_val(state, fns.data)
+  assert {"loss", variant.metric} <= set(train_metrics) <= set(val) | {"grad_norm"}

@@ -19,4 +19,5 @@ def get_config():
   config.learning_rate = 3e-3
   config.num_epochs = 24
   config.checkpoint_every = 4
+  config.epochs_per_sync = 1    # the page's live curve moves every epoch
   return config

@@ -91,15 +91,19 @@ def fit_net(config, image):
   t0 = time.perf_counter()
   progress = Progress(options.num_epochs)
 
-  def on_epoch(state, record):
-    if state.plateau.best_epoch == state.plateau.epoch or best[0] is None:
-      # The next epoch donates the state's buffers: keep a copy of the parameters.
-      best[0] = _Net(state.train.graphdef, jax.tree.map(jnp.copy, state.train.params))
+  def on_epoch(record):
     progress.update(record["epoch"])
     if record["epoch"] % 20 == 0:
       logging.info("  fit epoch %s (at most), val loss %.4g", progress, record["val_loss"])
 
-  state, reason = fit(jax.random.key(config.seed), image, options, on_epoch=on_epoch)
+  def on_sync(state, new_best):
+    if new_best is not None or best[0] is None:
+      keep = (new_best or state).train
+      # The next block may reuse the state's buffers: keep a copy of the parameters.
+      best[0] = _Net(keep.graphdef, jax.tree.map(jnp.copy, keep.params))
+
+  state, reason = fit(jax.random.key(config.seed), image, options, on_epoch=on_epoch,
+                      on_sync=on_sync)
   return best[0], time.perf_counter() - t0, state.epoch, reason
 
 
