@@ -24,6 +24,7 @@ when complete, so a kill never leaves a broken checkpoint behind.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import os
@@ -46,6 +47,8 @@ from singleseg_jax.train import PlateauState, TrainState
 
 #: Config fields that may change between a run and its resumption.
 MUTABLE_FIELDS = ("num_epochs", "checkpoint_every", "num_grid")
+#: FitOptions' defaults: what a config.json written before a field existed meant by it.
+_FIT_DEFAULTS = {f.name: f.default for f in dataclasses.fields(FitOptions)}
 
 
 def fit_options(config: ml_collections.ConfigDict) -> FitOptions:
@@ -110,6 +113,7 @@ def _check_same_run(workdir: str, config) -> None:
   with open(path) as f:
     old = json.load(f)
   new = json.loads(config.to_json_best_effort())
+  old = {**{k: v for k, v in _FIT_DEFAULTS.items() if k in new}, **old}
   diff = sorted(k for k in set(old) | set(new)
                 if k not in MUTABLE_FIELDS and old.get(k) != new.get(k))
   if diff:
@@ -160,7 +164,7 @@ def load_run(workdir: str, which: str = "best"):
   if not os.path.exists(path):
     raise InputError(f"{workdir} is not a run directory (no config.json)")
   with open(path) as f:
-    config = ml_collections.ConfigDict(json.load(f))
+    config = ml_collections.ConfigDict({**_FIT_DEFAULTS, **json.load(f)})
   try:
     with open(os.path.join(workdir, "run.json")) as f:
       info = json.load(f)
