@@ -58,12 +58,39 @@ def test_train_flops_are_three_forward_passes():
   assert bm.train_flops_per_sample(256, 1.0) == 3 * ss.flops_per_sample(256, 1.0)
 
 
-def test_mfu_and_gpu_peaks():
+def test_mfu():
   assert bm.mfu(50.0, 200.0) == pytest.approx(0.25)
   assert bm.mfu(None, 200.0) is None and bm.mfu(50.0, None) is None
-  assert bm.gpu_peak_gflops("NVIDIA H100 80GB HBM3", "bfloat16") == pytest.approx(989_400)
-  assert bm.gpu_peak_gflops("NVIDIA H100 80GB HBM3", "float32") == pytest.approx(66_900)
-  assert bm.gpu_peak_gflops("some TPU", "float32") is None
+
+
+@pytest.mark.parametrize("kind,dtype,tflops,unit", [
+    ("NVIDIA H100 80GB HBM3", "bfloat16", 989.5, "bf16"),
+    ("NVIDIA H100 80GB HBM3", "float32", 494.5, "TF32"),  # fp32 runs as TF32 by default
+    ("NVIDIA H100 PCIe", "float32", 378.0, "TF32"),
+    ("NVIDIA H100 NVL", "bfloat16", 835.5, "bf16"),
+    ("NVIDIA H200", "float32", 494.5, "TF32"),
+    ("NVIDIA B200", "bfloat16", 2250.0, "bf16"),
+    ("NVIDIA A100-SXM4-80GB", "float32", 156.0, "TF32"),
+    ("NVIDIA L4", "bfloat16", 121.0, "bf16"),
+    ("TPU v5 lite", "float32", 197.0, "bf16"),  # fp32 takes one bf16 pass by default
+    ("TPU v5", "bfloat16", 459.0, "bf16"),
+    ("TPU v5p", "bfloat16", 459.0, "bf16"),
+    ("TPU v6 lite", "bfloat16", 918.0, "bf16"),
+    ("TPU v4", "float32", 275.0, "bf16"),
+])
+def test_datasheet_peaks(kind, dtype, tflops, unit):
+  peak = bm.datasheet_peak(kind, dtype)
+  assert peak.gflops == pytest.approx(1e3 * tflops)
+  assert f"dense {unit}" in peak.source and kind in peak.source
+  assert ("TF32 under JAX's default precision" in peak.source) == (unit == "TF32")
+
+
+def test_datasheet_peaks_full_precision_and_unknown_chips():
+  full = bm.datasheet_peak("NVIDIA H100 80GB HBM3", "float32", precision="highest")
+  assert full.gflops == pytest.approx(67_000) and "dense fp32" in full.source
+  # Whole-word matches only: an L40S is not an L4, a GH200 not an H200.
+  for kind in ("NVIDIA L40S", "NVIDIA GH200 480GB", "some TPU", "cpu"):
+    assert bm.datasheet_peak(kind, "float32") is None
 
 
 def test_time_calls_counts_rounds():
@@ -130,7 +157,27 @@ def test_main_prints_one_json_line(capsys):
   assert rec["batch"] == 4 and rec["in_channels"] == 8 and rec["params"] > 0
   assert rec["samples_per_s"] > 0 and rec["infer_samples_per_s"] > 0
   assert rec["xla_flops_per_step"] > 0 and rec["peak_gflops"] > 0 and rec["mfu"] > 0
-  assert rec["impl"] == "jax-custom-vjp" and rec["malloc_tune"] is False
+  assert rec["impl"] == "jax-custom-vjp" and rec["malloc_tune"] is False  # layer auto, CPU
+  assert rec["xla_peak_bytes_per_device"] > rec["xla_temp_bytes"] > 0
+  assert rec["epoch_samples_per_s"] is None  # mode both: the step and the forward pass
+
+
+def test_epoch_part_times_whole_epochs_of_the_stock_layer(capsys):
+  _run_main(mode="epoch", layer="stock", epoch_pairs=12)
+  rec = json.loads(capsys.readouterr().out.strip())
+  assert rec["impl"] == "jax-stock-autodiff" and rec["mode"] == "epoch"
+  assert rec["epoch_steps"] == 3 and rec["epoch_samples_per_s"] > 0 and rec["epoch_mfu"] > 0
+  assert rec["epoch_s"] > 0 and rec["samples_per_s"] is None
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (dict(mode="train,fast"), "mode must be one of"),
+    (dict(sweep=True, sweep_batches=["8", "x"]), "--sweep_batches must be ints"),
+    (dict(epoch_pairs=2, mode="epoch"), "batch_size 4 is larger than the 2 training pairs"),
+])
+def test_bad_flag_values_are_input_errors(overrides, message):
+  with pytest.raises(ss.InputError, match=message):
+    _run_main(**overrides)
 
 
 def test_sweep_writes_csv_and_png(tmp_path, capsys):
@@ -143,3 +190,4 @@ def test_sweep_writes_csv_and_png(tmp_path, capsys):
   assert all(int(r["in_channels"]) == 8 and float(r["samples_per_s"]) > 0 for r in rows)
   png = tmp_path / "sweep.png"
   assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and os.path.getsize(png) > 1000
+
