@@ -6,14 +6,17 @@ line; the timed rate is the median of --rounds rounds. Examples:
   python -m experiments.benchmark --mode all --layer stock   # plain autodiff, with an epoch
   python -m experiments.benchmark --peer_python=PY --peer_script=torch_peer.py --seconds 30
   python -m experiments.benchmark --sweep --out runs/bench --seconds 4
+  python -m experiments.benchmark --suite=accelerator --out runs/acc   # README, Speed
 
 --peer_python alternates each round of ours with a run of the torch peer (`ratio_vs_peer`:
 the median of the per-round ratios). --malloc_tune re-executes the process once with
 glibc settings that keep XLA:CPU's per-call scratch buffer on the heap (`cli.MALLOC_ENV`).
 """
 import json
+import os
 
 from absl import app, flags
+from ml_collections import config_flags
 
 from experiments import cli
 from singleseg_jax import speed
@@ -21,8 +24,9 @@ from singleseg_jax import speed
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("in_channels", 256, "Input channels of the net.")
 flags.DEFINE_float("width", 1.0, "Width multiplier of the hidden layers.")
-flags.DEFINE_integer("batch", 50, "Samples per step.")
-flags.DEFINE_float("seconds", 6.0, "Timed seconds per part of a case.")
+flags.DEFINE_integer("batch", 50, "Samples per step (also the suite's).")
+flags.DEFINE_float("seconds", 6.0, "Timed seconds per part of a case (the suite: default from "
+                   "its budget).")
 flags.DEFINE_integer("rounds", 3, "Timed rounds per part (and peer runs with --peer_python).")
 flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype.")
 flags.DEFINE_string("mode", "both", "What to time: train, infer, epoch, joined by commas, or "
@@ -38,7 +42,15 @@ flags.DEFINE_bool("sweep", False, "Sweep batch sizes x widths; writes CSV and PN
 flags.DEFINE_list("sweep_batches", ["1", "8", "16", "32", "50", "100"], "Batches of --sweep.")
 flags.DEFINE_list("sweep_widths", ["0.25", "0.5", "1", "2"],
                   "Widths of --sweep (in_channels = 256 * width).")
-flags.DEFINE_string("out", "runs/benchmark", "Folder for the sweep's CSV and PNG.")
+flags.DEFINE_enum("suite", None, ["accelerator"], "Run the accelerator check instead: a "
+                  "table of --suite_cases and a full run of --config, in --suite_seconds.")
+flags.DEFINE_float("suite_seconds", 480.0, "The suite's time budget.")
+flags.DEFINE_list("suite_cases", [c.spec for c in speed.ACCELERATOR_CASES],
+                  "The suite's cases, each in_channels:width:layer:dtype.")
+config_flags.DEFINE_config_file(
+    "config", os.path.join(os.path.dirname(__file__), "configs", "default.py"),
+    "The suite's full run (--config.num_epochs caps its epochs).")
+flags.DEFINE_string("out", "runs/benchmark", "Folder for the sweep's or the suite's files.")
 flags.DEFINE_bool("malloc_tune", False, "Re-exec once with glibc MALLOC_* settings that keep "
                   "freed memory (see the module docstring).")
 flags.DEFINE_float("peak_seconds", 1.5, "Seconds of the peak matmul measurement (CPU).")
@@ -51,6 +63,12 @@ def main(argv):
     cli.reexec_with_malloc_env()
   common = dict(batch=FLAGS.batch, rounds=FLAGS.rounds, epoch_pairs=FLAGS.epoch_pairs,
                 peak_seconds=FLAGS.peak_seconds)
+  if FLAGS.suite:
+    given = not FLAGS["seconds"].using_default_value  # else the suite sizes it to its budget
+    speed.accelerator_suite(FLAGS.out, FLAGS.config, cases=speed.parse_cases(FLAGS.suite_cases),
+                            seconds=FLAGS.suite_seconds, case_seconds=FLAGS.seconds if given
+                            else None, **common)
+    return
   speed.benchmark(FLAGS.in_channels, FLAGS.width, seconds=FLAGS.seconds, dtype=FLAGS.dtype,
                   mode=FLAGS.mode, layer=FLAGS.layer, data_parallel=FLAGS.data_parallel,
                   peer_python=FLAGS.peer_python, peer_script=FLAGS.peer_script,

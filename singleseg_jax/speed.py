@@ -17,23 +17,29 @@ import json
 import os
 import re
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from singleseg_jax import figures, tables
+from singleseg_jax import run as run_lib
 from singleseg_jax.errors import InputError
-from singleseg_jax.paper.data import Dataset
+from singleseg_jax.fit import FitOptions
+from singleseg_jax.paper.data import Dataset, num_train
 from singleseg_jax.paper.layers import uses_custom_vjp
 from singleseg_jax.paper.model import DTYPES, INPUT_SIDE, OUTPUT_SIDE, Upsampler, flops_per_sample
+from singleseg_jax.progress import Progress
 from singleseg_jax.train import TrainState, make_optimizer, num_batches, train_epoch, train_step
 
 #: Dense peak TFLOP/s per chip by `device_kind` (a case-insensitive whole-word match; the
@@ -170,11 +176,14 @@ def datasheet_peak(device_kind: str, dtype: str, precision: str | None = None) -
   else:
     return None
   if "tf32" not in table:  # TPU
-    why = ("float32 products take one bf16 pass under JAX's default precision"
-           if dtype == "float32" else "")
-    column = "bfloat16"
+    why, column = "", "bfloat16"
+    if dtype == "float32":
+      why = "float32 products take one bf16 pass under JAX's default precision"
+      if precision not in (None, "default", "bfloat16", "fastest"):
+        why += f"; jax_default_matmul_precision={precision} takes more, so MFU reads low"
   elif dtype == "float32" and precision not in _FULL_FP32:
-    why, column = "float32 matmuls and convolutions run as TF32 under JAX's default precision", "tf32"
+    why = "float32 matmuls and convolutions run as TF32 under JAX's default precision"
+    column = "tf32"
   else:
     why, column = "", dtype
   if column not in table:
@@ -355,6 +364,7 @@ def bench_case(in_channels: int, width: float, batch: int, *, dtype: str = "floa
   MFU is measured against the peak of all of them.
   """
   parts = parse_mode(mode)
+  steps = num_batches(epoch_pairs, batch) if "epoch" in parts else None
   dev = jax.devices()[0]
   mesh = data_mesh() if data_parallel else None
   devices = mesh.shape["data"] if mesh is not None else 1
@@ -374,8 +384,8 @@ def bench_case(in_channels: int, width: float, batch: int, *, dtype: str = "floa
       platform=dev.platform, device_kind=dev.device_kind, num_devices=jax.device_count(),
       devices_used=devices, in_channels=in_channels, width=width, batch=batch, dtype=dtype,
       mode=",".join(parts), params=params, train_flops_per_step=train_flops,
-      timing=f"median of {rounds} rounds of {per_round:.3g} s after warm-up calls; "
-             "every call waited for",
+      timing=f"median of {rounds} rounds of {per_round:.3g} s after warm-up calls (fewer "
+             "rounds, of one call, where a call takes longer); every call waited for",
       peak_gflops=peak.gflops, peak_source=peak.source + (f", x {devices} devices"
                                                           if devices > 1 else ""),
       malloc_tune=malloc_tune, loadavg=os.getloadavg()[0])
@@ -412,11 +422,12 @@ def bench_case(in_channels: int, width: float, batch: int, *, dtype: str = "floa
       box[0], metrics = compiled(box[0], data)
       return metrics["loss"]
 
-    for _ in range(2):
-      jax.block_until_ready(step())
+    jax.block_until_ready(step())
+    t0 = time.perf_counter()
+    jax.block_until_ready(step())
     rates, peer_rates, ratios = [], [], []
     faults0, calls = _minor_faults(), 0
-    for _ in range(rounds):
+    for _ in range(_rounds_that_fit(time.perf_counter() - t0, seconds, rounds)):
       t = time_calls(step, seconds=per_round, rounds=1, warmup=0)
       rates.append(t.median)
       calls += t.calls
@@ -441,6 +452,10 @@ def bench_case(in_channels: int, width: float, batch: int, *, dtype: str = "floa
   if "epoch" in parts:
     if mesh is not None:
       rec["epoch_note"] = "not timed: train_epoch runs on one device (no data_parallel)"
+    elif rec["steps_per_s"] and steps / rec["steps_per_s"] > seconds:
+      # A warm-up epoch and a timed one would take more than twice the part's seconds.
+      rec["epoch_note"] = (f"not timed: an epoch of {steps} steps would take about "
+                           f"{steps / rec['steps_per_s']:.0f} s at the step's rate")
     else:
       programs.append(_time_epoch(box, rec, epoch_pairs, seconds=seconds, rounds=rounds,
                                   train_flops=train_flops, peak=all_peak))
@@ -453,6 +468,11 @@ def bench_case(in_channels: int, width: float, batch: int, *, dtype: str = "floa
     rec["peak_memory_bytes_per_device"] = [peak_memory(d)[0] for d in
                                            (mesh.devices.flat if mesh is not None else [dev])]
   return rec
+
+
+def _rounds_that_fit(call_s: float, seconds: float, rounds: int) -> int:
+  """How many of `rounds` rounds of at least one `call_s` call fit in `seconds` (>= 1)."""
+  return max(1, min(rounds, int(seconds / call_s))) if call_s > 0 else rounds
 
 
 def _time_epoch(box: list, rec: dict, pairs: int, *, seconds: float, rounds: int,
@@ -471,7 +491,10 @@ def _time_epoch(box: list, rec: dict, pairs: int, *, seconds: float, rounds: int
     box[0], metrics = compiled(box[0], data, key)
     return metrics["loss"]
 
-  t = time_calls(epoch, seconds=seconds, rounds=rounds, warmup=1)
+  t0 = time.perf_counter()
+  jax.block_until_ready(epoch())  # the warm-up call, timed to size the rounds
+  rounds = _rounds_that_fit(time.perf_counter() - t0, seconds, rounds)
+  t = time_calls(epoch, seconds=seconds, rounds=rounds, warmup=0)
   rec.update(epoch_pairs=pairs, epoch_steps=steps, epoch_s=1 / t.median,
              epoch_samples_per_s=t.median * steps * batch,
              epoch_gflops_per_s=t.median * steps * train_flops / 1e9)
@@ -531,3 +554,239 @@ def benchmark(in_channels: int, width: float, batch: int, *, seconds: float = 6.
   rec = bench_case(in_channels, width, batch, **kw)
   on_case(rec)
   return [rec]
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+  """One row of the accelerator table: a net, how its layers are differentiated, a dtype."""
+  in_channels: int
+  width: float
+  layer: str
+  dtype: str
+
+  def __post_init__(self):
+    FitOptions(in_channels=self.in_channels, width=self.width, layer=self.layer,
+               dtype=self.dtype)  # validates all four as a config's would be
+
+  @property
+  def net(self) -> str:
+    """The net's name in the tables: cat, car, or its in_channels and width."""
+    names = {(256, 1.0): "cat", (512, 2.0): "car"}
+    return names.get((self.in_channels, self.width),
+                     f"C={self.in_channels} w{self.width:g}")
+
+  @property
+  def name(self) -> str:
+    """`net layer dtype`, as progress lines and skip notes call the case."""
+    return f"{self.net} {self.layer} {self.dtype}"
+
+  @property
+  def spec(self) -> str:
+    """The case as `parse_cases` reads it: in_channels:width:layer:dtype."""
+    return f"{self.in_channels}:{self.width:g}:{self.layer}:{self.dtype}"
+
+
+#: The accelerator table: the cat/dog net (C=256, width 1) and the car net (C=512,
+#: width 2), each with both layers and both dtypes; the cat net first, so a tight
+#: budget drops the car net's cases.
+ACCELERATOR_CASES = tuple(Case(c, w, layer, dtype) for c, w in ((256, 1.0), (512, 2.0))
+                          for layer in ("custom", "stock") for dtype in ("float32", "bfloat16"))
+#: Share of the suite's budget for its table of cases, split evenly between them; the
+#: cat run gets the rest, plus whatever the cases leave.
+CASES_SHARE = 0.5
+#: Share of a case's slot timed for each of its two parts (the train step and the
+#: epoch); the rest of the slot is for compiling and warm-up calls.
+TIMED_SHARE = 0.25
+#: Epochs of the cat run's first stage, whose seconds per epoch size the next stage.
+PROBE_EPOCHS = 5
+
+
+def parse_cases(specs: Sequence[str]) -> tuple[Case, ...]:
+  """Cases from "in_channels:width:layer:dtype" strings; InputError for a malformed one."""
+  cases = []
+  for spec in specs:
+    fields = spec.split(":")
+    try:
+      if len(fields) != 4:
+        raise ValueError
+      c, w = int(fields[0]), float(fields[1])
+    except ValueError:
+      raise InputError(f"a case is in_channels:width:layer:dtype (e.g. "
+                       f"{ACCELERATOR_CASES[0].spec}), got {spec!r}") from None
+    cases.append(Case(c, w, fields[2], fields[3]))
+  return tuple(cases)
+
+
+def accelerator_suite(out: str, config, *, cases: Sequence[Case] = ACCELERATOR_CASES,
+                      batch: int = 50, seconds: float = 480.0,
+                      case_seconds: float | None = None, rounds: int = 3,
+                      epoch_pairs: int = 750, peak_seconds: float = 1.5) -> dict:
+  """Times `cases` and fits `config`'s run within about `seconds`; writes
+  out/accelerator.json and out/accelerator.md and returns the JSON's dict.
+
+  Each case times the train step and an epoch of `epoch_pairs` pairs (`bench_case`) on
+  one device, for `case_seconds` each (default: TIMED_SHARE of its slot, the cases
+  sharing CASES_SHARE of the budget). A case that would not fit in what is left of
+  that share is skipped, and one that fails (say, out of memory) is not retried; both
+  are listed with the reason. Then `config`'s run is fitted from scratch
+  (`run.train_and_evaluate`) in a temporary folder, for up to `config.num_epochs`
+  epochs (`_cat_run`). Everything is checked before anything is timed.
+  """
+  if not seconds > 0 or (case_seconds is not None and not case_seconds > 0) or rounds < 1:
+    raise InputError("the suite's seconds and case seconds must be > 0 and rounds >= 1")
+  t_start = time.perf_counter()
+  cases = tuple(cases)
+  if not cases:
+    raise InputError("the suite needs at least one case")
+  num_batches(epoch_pairs, batch)
+  run_lib.prepare(config)  # the image exists and reads
+  options = run_lib.fit_options(config)
+  os.makedirs(out, exist_ok=True)
+  cases_end, deadline = t_start + CASES_SHARE * seconds, t_start + seconds
+  slot = CASES_SHARE * seconds / len(cases)
+  timed = case_seconds or TIMED_SHARE * slot
+  dev = jax.devices()[0]
+  peaks, records, skipped, last_of_net = {}, [], [], {}
+  progress = Progress(len(cases))
+  for i, case in enumerate(cases):
+    # A net's last case says what the next one needs; a net not timed yet needs at least
+    # its timed seconds, and no less than the longest case so far.
+    need = last_of_net.get(case.net, max([2 * timed] + list(last_of_net.values())))
+    left = cases_end - time.perf_counter()
+    progress.update(i + 1)
+    if need > left:
+      skipped.append({"case": case.name, "reason": (
+          f"skipped: needs about {need:.0f} s, {max(left, 0):.0f} s left of the cases' "
+          f"{CASES_SHARE * seconds:.0f} s")})
+      logging.info("case %d/%d %s %s", i + 1, len(cases), case.name, skipped[-1]["reason"])
+      continue
+    t0 = time.perf_counter()
+    try:
+      if case.dtype not in peaks:
+        peaks[case.dtype] = peak_gflops(dev, case.dtype,
+                                        matmul_seconds=min(peak_seconds, 0.1 * slot))
+      rec = bench_case(case.in_channels, case.width, batch, dtype=case.dtype,
+                       layer=case.layer, mode="train,epoch", seconds=timed, rounds=rounds,
+                       peak=peaks[case.dtype], epoch_pairs=epoch_pairs)
+    except Exception as e:  # one broken case must not cost the others their time
+      skipped.append({"case": case.name, "reason": f"failed: {_one_line(e)}"})
+      logging.info("case %d/%d %s %s", i + 1, len(cases), case.name, skipped[-1]["reason"])
+      continue
+    rec.update(case=case.name, net=case.net, case_s=time.perf_counter() - t0)
+    last_of_net[case.net] = rec["case_s"]
+    records.append(rec)
+    logging.info("case %d/%d %s: step %.0f samples/s (MFU %s), epoch %.0f samples/s "
+                 "(MFU %s), %.1f s; %s", i + 1, len(cases), case.name, rec["samples_per_s"],
+                 _percent(rec["mfu"]), rec["epoch_samples_per_s"], _percent(rec["epoch_mfu"]),
+                 rec["case_s"], progress)
+  try:
+    cat = _cat_run(config, options, out, deadline, records)
+  except Exception as e:  # the table is still worth writing
+    cat = {"image": config.image, "skipped": f"failed: {_one_line(e)}"}
+    logging.info("cat run %s", cat["skipped"])
+  result = {
+      "platform": dev.platform, "device_kind": dev.device_kind,
+      "num_devices": jax.device_count(), "jax": jax.__version__, "budget_s": seconds,
+      "elapsed_s": time.perf_counter() - t_start, "batch": batch, "epoch_pairs": epoch_pairs,
+      "timed_s_per_part": timed, "rounds": rounds,
+      "peaks": {d: dataclasses.asdict(p) for d, p in peaks.items()},
+      "cases": records, "skipped": skipped, "cat_run": cat}
+  tables.atomic_write(os.path.join(out, "accelerator.json"), json.dumps(result, indent=2))
+  tables.atomic_write(os.path.join(out, "accelerator.md"), accelerator_markdown(result))
+  return result
+
+
+def _one_line(e: Exception) -> str:
+  return f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:300]}"
+
+
+def _percent(x: float | None) -> str:
+  return "–" if x is None else f"{100 * x:.1f}%"
+
+
+def _cat_run(config, options, out: str, deadline: float, records: list[dict]) -> dict:
+  """Fits `config`'s run from scratch in stages that end before `deadline`; copies its
+  metrics and loss curve into `out` and returns a summary of it.
+
+  The first stage runs PROBE_EPOCHS epochs; each next one as many more as fit in what is
+  left at the last stage's seconds per epoch (after its first, compiling, epoch), less
+  its overhead. A stage resumes the last one's checkpoint, and a resumed run equals an
+  uninterrupted one (`run`), so only the wall time carries the stages' extra start-ups.
+  """
+  summary = {"image": config.image, "max_epochs": config.num_epochs, "layer": options.layer,
+             "impl": impl_name(options.layer), "in_channels": options.in_channels,
+             "width": options.width, "dtype": options.dtype, "batch": options.batch_size}
+  impl = summary["impl"]
+  n_train = num_train(options.num_samples, options.train_fraction)
+  timed = [r["epoch_s"] * n_train / r["epoch_pairs"] for r in records
+           if r["epoch_s"] and (r["in_channels"], r["width"], r["dtype"], r["impl"], r["batch"])
+           == (options.in_channels, options.width, options.dtype, impl, options.batch_size)]
+  left = deadline - time.perf_counter()
+  if left <= 0 or (timed and 2 * timed[0] > left):
+    summary["skipped"] = f"skipped: {max(left, 0):.0f} s left of the budget"
+    logging.info("cat run %s", summary["skipped"])
+    return summary
+  stages, done, t0, note = [], 0, time.perf_counter(), None
+  target = min(config.num_epochs, PROBE_EPOCHS)
+  with tempfile.TemporaryDirectory(prefix="cat_run_") as workdir:
+    while True:
+      stage = config.copy_and_resolve_references()
+      stage.num_epochs = target
+      t_stage = time.perf_counter()
+      info = run_lib.train_and_evaluate(stage, workdir)
+      wall = time.perf_counter() - t_stage
+      with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        epoch_s = [r["seconds"] for r in map(json.loads, f) if r["epoch"] > done]
+      per_epoch = max(statistics.median(epoch_s[1:] or epoch_s), 1e-3)  # logged to the ms
+      overhead = max(wall - per_epoch * len(epoch_s), 0.0)
+      done = info["epochs"]
+      stages.append({"epochs": done, "wall_s": wall, "seconds_per_epoch": per_epoch})
+      left = deadline - time.perf_counter()
+      logging.info("cat run: %d/%d epochs after stage %d, %.3f s/epoch, %.0f s of the budget "
+                   "left", done, config.num_epochs, len(stages), per_epoch, left)
+      if not info["stopped"].startswith("reached") or done >= config.num_epochs:
+        break
+      target = min(config.num_epochs, done + int(0.9 * (left - overhead) / per_epoch))
+      if target <= done:
+        note = (f"stopped by the budget at epoch {done} of {config.num_epochs} "
+                f"({left:.0f} s left, {overhead:.0f} s of overhead per stage)")
+        break
+    for name in ("metrics.jsonl", "loss_curve.png"):
+      shutil.copy(os.path.join(workdir, name), os.path.join(out, "cat_" + name))
+  summary.update(epochs=done, stopped=note or info["stopped"],
+                 wall_s=time.perf_counter() - t0, stages=stages,
+                 best_epoch=info["best_epoch"], best_val_loss=info["best_val_loss"])
+  return summary
+
+
+def accelerator_markdown(result: dict) -> str:
+  """The suite's result as markdown: the device, the table of cases, what was skipped,
+  and the cat run."""
+  mib = lambda b: "–" if not b else f"{b / 2 ** 20:.0f}"
+  rows = [(r["net"], r["layer"] + (f" ({r['impl'].split('-')[1]})" if r["layer"] == "auto"
+                                   else ""), r["dtype"],
+           f"{r['samples_per_s']:.0f}", _percent(r["mfu"]), f"{r['epoch_samples_per_s']:.0f}",
+           _percent(r["epoch_mfu"]), f"{r['compile_s']:.1f} + {r['epoch_compile_s']:.1f}",
+           mib(r["xla_peak_bytes_per_device"]), mib(max(r["peak_memory_bytes_per_device"] or
+                                                        [r["peak_memory_bytes"]])))
+          for r in result["cases"]]
+  lines = [f"{result['device_kind']} ({result['platform']}, {result['num_devices']} "
+           f"device(s), each case on one), jax {result['jax']}, batch {result['batch']}, "
+           f"epochs of {result['epoch_pairs']} pairs; {result['elapsed_s']:.0f} s of a "
+           f"{result['budget_s']:.0f} s budget.", ""]
+  lines += tables.markdown_table(
+      ("net", "layer", "dtype", "step samples/s", "step MFU", "epoch samples/s", "epoch MFU",
+       "compile s (step + epoch)", "MiB per device (XLA)", "peak MiB so far"), rows)
+  lines.append("")
+  lines += [f"- {s['case']}: {s['reason']}" for s in result["skipped"]]
+  lines += [f"- MFU against {d}: {p['source']}" for d, p in result["peaks"].items()]
+  cat = result["cat_run"]
+  if "skipped" in cat:
+    lines.append(f"- cat run ({cat['image']}): {cat['skipped']}")
+  else:
+    lines.append(f"- cat run ({cat['image']}, layer {cat['layer']} = {cat['impl']}, "
+                 f"{cat['dtype']}): {cat['epochs']} epochs in {cat['wall_s']:.0f} s wall "
+                 f"({len(cat['stages'])} stage(s), {cat['stages'][-1]['seconds_per_epoch']:.3f} "
+                 f"s/epoch), {cat['stopped']}; best val loss {cat['best_val_loss']:.4g} at "
+                 f"epoch {cat['best_epoch']}")
+  return "\n".join(lines) + "\n"

@@ -174,6 +174,9 @@ def test_epoch_part_times_whole_epochs_of_the_stock_layer(capsys):
     (dict(mode="train,fast"), "mode must be one of"),
     (dict(sweep=True, sweep_batches=["8", "x"]), "--sweep_batches must be ints"),
     (dict(epoch_pairs=2, mode="epoch"), "batch_size 4 is larger than the 2 training pairs"),
+    (dict(suite="accelerator", suite_cases=["8:0.125:custom"]), "in_channels:width:layer:dtype"),
+    (dict(suite="accelerator", suite_cases=["8:0.125:fast:float32"]), "layer must be one of"),
+    (dict(suite="accelerator", suite_seconds=0.0), "must be > 0"),
 ])
 def test_bad_flag_values_are_input_errors(overrides, message):
   with pytest.raises(ss.InputError, match=message):
@@ -191,3 +194,57 @@ def test_sweep_writes_csv_and_png(tmp_path, capsys):
   png = tmp_path / "sweep.png"
   assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and os.path.getsize(png) > 1000
 
+
+def _suite_config(photo_path, **overrides):
+  from helpers import runlocal_config
+  return runlocal_config(photo_path, **overrides)
+
+
+def test_accelerator_suite_writes_its_table_and_the_full_run(tmp_path, photo_path):
+  out = tmp_path / "acc"
+  _run_main(suite="accelerator", out=str(out), suite_cases=["8:0.125:custom:float32"],
+            epoch_pairs=8, seconds=0.2, rounds=1, suite_seconds=600.0,
+            config=_suite_config(photo_path, num_epochs=2))
+  result = json.loads((out / "accelerator.json").read_text())
+  (rec,) = result["cases"]
+  assert result["skipped"] == [] and rec["case"] == "C=8 w0.125 custom float32"
+  assert rec["mode"] == "train,epoch" and rec["timing"].startswith("median of 1 rounds of 0.2 s")
+  for key in ("samples_per_s", "mfu", "epoch_samples_per_s", "epoch_mfu",
+              "xla_peak_bytes_per_device", "peak_memory_bytes"):
+    assert rec[key] > 0, key
+  run = result["cat_run"]
+  assert run["epochs"] == 2 and run["stopped"] == "reached num_epochs=2"
+  assert run["wall_s"] > 0 and len(run["stages"]) == 1 and run["impl"] == "jax-custom-vjp"
+  assert len((out / "cat_metrics.jsonl").read_text().splitlines()) == 2
+  assert (out / "cat_loss_curve.png").read_bytes()[:4] == b"\x89PNG"
+  md = (out / "accelerator.md").read_text()
+  assert "| C=8 w0.125 | custom | float32 |" in md and "- cat run (" in md
+  assert "2 epochs in" in md and "MFU against float32: measured" in md
+
+
+def test_accelerator_suite_skips_what_does_not_fit_and_says_so(tmp_path, photo_path):
+  cases = bm.parse_cases(["8:0.125:custom:float32", "16:0.25:stock:bfloat16"])
+  result = bm.accelerator_suite(str(tmp_path), _suite_config(photo_path), cases=cases,
+                                batch=4, epoch_pairs=8, seconds=1e-3)
+  assert result["cases"] == []
+  assert [s["case"] for s in result["skipped"]] == [c.name for c in cases]
+  assert all("left of the cases' 0 s" in s["reason"] for s in result["skipped"])
+  assert result["cat_run"]["skipped"] == "skipped: 0 s left of the budget"
+  md = (tmp_path / "accelerator.md").read_text()
+  assert md.count("skipped:") == 3
+
+
+def test_accelerator_suite_lists_a_failing_case_and_goes_on(tmp_path, photo_path, monkeypatch):
+  def fail(*args, **kwargs):
+    raise RuntimeError("RESOURCE_EXHAUSTED: out of memory\nwhile allocating")
+
+  monkeypatch.setattr(bm, "bench_case", fail)
+  monkeypatch.setattr(bm, "_cat_run", fail)
+  cases = bm.parse_cases(["8:0.125:custom:float32", "8:0.125:stock:float32"])
+  result = bm.accelerator_suite(str(tmp_path), _suite_config(photo_path), cases=cases,
+                                batch=4, epoch_pairs=8, seconds=100.0, case_seconds=0.1,
+                                peak_seconds=0.01)
+  reason = "failed: RuntimeError: RESOURCE_EXHAUSTED: out of memory"
+  assert [s["reason"] for s in result["skipped"]] == [reason, reason]
+  assert result["cat_run"]["skipped"] == reason
+  assert (tmp_path / "accelerator.md").read_text().count(reason) == 3
