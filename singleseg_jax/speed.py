@@ -1,14 +1,19 @@
 """Speed of the paper's net: FLOP counts, XLA's own count, device peaks, MFU, timed
-cases and sweeps (the entry point is `experiments/benchmark.py`).
+cases, sweeps, and the accelerator check (the entry point is `experiments/benchmark.py`).
 
 Nothing here changes the process (no environment variables, no allocator settings).
+
+MFU is achieved FLOP/s over the peak of every device used, the peak being the data
+sheet's for the unit the compute dtype runs on (`datasheet_peak`) or, on CPU and
+unknown chips, a measured matmul. Memory per case is XLA's plan for one call on each
+device (`xla_peak_bytes`), beside the backend's peak so far.
 
 FLOP conventions: one multiply-add is 2 FLOPs. The forward pass of the net costs
 `model.flops_per_sample` (every input pixel meets the 9 kernel taps of each layer,
 the MATLAB crop's discarded border included). A training step costs 3x the forward
 pass (forward, input gradient, kernel gradient), the usual convention and the torch
 peer's. XLA's `cost_analysis()` of the forward pass reports somewhat less, because it
-skips the taps that land in the cropped border (see `tests/test_benchmark.py`).
+skips the taps that land in the cropped border (see `tests/test_speed.py`).
 """
 from __future__ import annotations
 
@@ -106,10 +111,10 @@ def xla_temp_bytes(compiled) -> int | None:
 
 
 def xla_peak_bytes(compiled) -> int | None:
-  """Memory one call holds on each device it runs on (None if unknown): arguments +
-  outputs + XLA's temporary buffer - donated (aliased) buffers, by XLA's memory analysis.
+  """Bytes one call holds on each device it runs on, by XLA's memory analysis (or None).
 
-  For a sharded program these are one shard's, so the figure is per device. (XLA's own
+  Arguments + outputs + XLA's temporary buffer - donated (aliased) buffers. For a
+  sharded program these are one shard's, so the figure is per device. (XLA's own
   `peak_memory_in_bytes` is not used: on CPU it reads below the temporary buffer.)
   """
   mem = _memory_analysis(compiled)
@@ -298,8 +303,10 @@ def make_state(in_channels: int, width: float, *, dtype: str = "float32", layer:
 
 
 def make_batch(batch: int, in_channels: int, seed: int = 1) -> dict:
-  """A random batch of inputs and targets of the net's shapes (drawn by NumPy, so no
-  XLA program is compiled for it)."""
+  """A random batch of inputs and targets of the net's shapes.
+
+  Drawn by NumPy, so no XLA program is compiled for it.
+  """
   rng = np.random.default_rng(seed)
   return {"inputs": jnp.asarray(rng.random((batch, INPUT_SIDE, INPUT_SIDE, in_channels),
                                            np.float32)),
@@ -477,8 +484,10 @@ def _rounds_that_fit(call_s: float, seconds: float, rounds: int) -> int:
 
 def _time_epoch(box: list, rec: dict, pairs: int, *, seconds: float, rounds: int,
                 train_flops: float, peak: float | None):
-  """Times whole epochs of `train_epoch` from the state in `box`; fills rec's epoch_*
-  keys and returns the compiled epoch."""
+  """The compiled epoch, after timing whole epochs of it into rec's epoch_* keys.
+
+  The epochs start from, and leave their state in, `box`.
+  """
   batch = rec["batch"]
   steps = num_batches(pairs, batch)
   data = make_dataset(pairs, rec["in_channels"])
@@ -535,9 +544,11 @@ def benchmark(in_channels: int, width: float, batch: int, *, seconds: float = 6.
               sweep_batches: Sequence[str] | None = None, sweep_widths: Sequence[str] = (),
               out: str = "", peak_seconds: float = 1.5,
               on_case: Callable[[dict], None] = lambda rec: None, **kw) -> list[dict]:
-  """The benchmark main's work: one `bench_case`, or with `sweep_batches` a `sweep`
-  over them and `sweep_widths` (strings, as flags give them) into `out`; the peak is
-  measured once, every argument checked first. Returns the records."""
+  """The records of the benchmark main's cases: one `bench_case`, or a `sweep`.
+
+  With `sweep_batches`, the sweep over them and `sweep_widths` (strings, as flags give
+  them) into `out`. The peak is measured once, every argument checked first.
+  """
   if not seconds > 0 or rounds < 1:
     raise InputError("--seconds must be > 0 and --rounds >= 1")
   if peer_python and not peer_script:
@@ -621,14 +632,14 @@ def accelerator_suite(out: str, config, *, cases: Sequence[Case] = ACCELERATOR_C
                       batch: int = 50, seconds: float = 480.0,
                       case_seconds: float | None = None, rounds: int = 3,
                       epoch_pairs: int = 750, peak_seconds: float = 1.5) -> dict:
-  """Times `cases` and fits `config`'s run within about `seconds`; writes
-  out/accelerator.json and out/accelerator.md and returns the JSON's dict.
+  """The accelerator check's result, also written to out/accelerator.json and .md.
 
-  Each case times the train step and an epoch of `epoch_pairs` pairs (`bench_case`) on
-  one device, for `case_seconds` each (default: TIMED_SHARE of its slot, the cases
-  sharing CASES_SHARE of the budget). A case that would not fit in what is left of
-  that share is skipped, and one that fails (say, out of memory) is not retried; both
-  are listed with the reason. Then `config`'s run is fitted from scratch
+  It times `cases` and fits `config`'s run within about `seconds`. Each case times
+  the train step and an epoch of `epoch_pairs` pairs (`bench_case`) on one device, for
+  `case_seconds` each (default: TIMED_SHARE of its slot, the cases sharing CASES_SHARE
+  of the budget). A case that would not fit in what is left of that share is skipped,
+  and one that fails (say, out of memory) is not retried; both are listed with the
+  reason. Then `config`'s run is fitted from scratch
   (`run.train_and_evaluate`) in a temporary folder, for up to `config.num_epochs`
   epochs (`_cat_run`). Everything is checked before anything is timed.
   """
@@ -705,8 +716,9 @@ def _percent(x: float | None) -> str:
 
 
 def _cat_run(config, options, out: str, deadline: float, records: list[dict]) -> dict:
-  """Fits `config`'s run from scratch in stages that end before `deadline`; copies its
-  metrics and loss curve into `out` and returns a summary of it.
+  """A summary of `config`'s run, fitted from scratch in stages that end before `deadline`.
+
+  Its metrics and loss curve are copied into `out`.
 
   The first stage runs PROBE_EPOCHS epochs; each next one as many more as fit in what is
   left at the last stage's seconds per epoch (after its first, compiling, epoch), less
@@ -760,8 +772,7 @@ def _cat_run(config, options, out: str, deadline: float, records: list[dict]) ->
 
 
 def accelerator_markdown(result: dict) -> str:
-  """The suite's result as markdown: the device, the table of cases, what was skipped,
-  and the cat run."""
+  """The suite's result as markdown: device, table of cases, what was skipped, cat run."""
   mib = lambda b: "–" if not b else f"{b / 2 ** 20:.0f}"
   rows = [(r["net"], r["layer"] + (f" ({r['impl'].split('-')[1]})" if r["layer"] == "auto"
                                    else ""), r["dtype"],
