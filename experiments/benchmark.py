@@ -1,55 +1,56 @@
-"""Training and inference speed of the net: python -m experiments.benchmark [flags].
+"""Speed of the net: python -m experiments.benchmark [flags]; `singleseg_jax.speed` does
+the work and says how it counts (FLOPs, peaks, MFU, memory). Each case prints ONE JSON
+line; the timed rate is the median of --rounds rounds. Examples:
 
-Each case prints ONE JSON line (samples/s, compile time, analytic and XLA FLOPs,
-GFLOP/s, MFU against a stated peak, peak memory, and with --peer_python the torch
-peer's rate measured side by side; `singleseg_jax.speed` computes them). Examples:
-
-  python -m experiments.benchmark                         # C=256, width 1, batch 50
-  python -m experiments.benchmark --batch 16 --mode both
-  python -m experiments.benchmark --stock --seconds 10    # plain-autodiff layer
+  python -m experiments.benchmark                           # C=256, width 1, batch 50
+  python -m experiments.benchmark --mode all --layer stock   # plain autodiff, with an epoch
   python -m experiments.benchmark --peer_python=PY --peer_script=torch_peer.py --seconds 30
   python -m experiments.benchmark --sweep --out runs/bench --seconds 4
-  XLA_FLAGS=--xla_force_host_platform_device_count=2 \\
-    python -m experiments.benchmark --data_parallel        # 2 virtual CPU devices
+  python -m experiments.benchmark --suite=accelerator --out runs/acc   # README, Speed
 
-Timing: after compilation and two warm-up steps, --seconds is split into --rounds
-rounds; every step is waited for; the rate is the MEDIAN of the rounds' rates. With
---peer_python, each round of ours alternates with a run of the peer (same net, batch
-and seconds) and `ratio_vs_peer` is the median of the per-round ratios, so a load
-change hits both sides alike: this machine's speed drifts, so compare only so, over
-many rounds.
-
---malloc_tune re-executes the process once, before JAX starts, with glibc settings
-that keep XLA:CPU's large per-call temporary buffer on the heap instead of a fresh
-mmap per step (`cli.MALLOC_ENV`; the page faults it removes are `minor_faults_per_step`).
+--peer_python alternates each round of ours with a run of the torch peer (`ratio_vs_peer`:
+the median of the per-round ratios). --malloc_tune re-executes the process once with
+glibc settings that keep XLA:CPU's per-call scratch buffer on the heap (`cli.MALLOC_ENV`).
 """
 import json
+import os
 
-import jax
 from absl import app, flags
+from ml_collections import config_flags
 
 from experiments import cli
 from singleseg_jax import speed
-from singleseg_jax.errors import InputError
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("in_channels", 256, "Input channels of the net.")
 flags.DEFINE_float("width", 1.0, "Width multiplier of the hidden layers.")
-flags.DEFINE_integer("batch", 50, "Samples per step.")
-flags.DEFINE_float("seconds", 6.0, "Timed seconds per case and per side (split in rounds).")
-flags.DEFINE_integer("rounds", 3, "Timed rounds per case (and peer runs with --peer_python).")
+flags.DEFINE_integer("batch", 50, "Samples per step (also the suite's).")
+flags.DEFINE_float("seconds", 6.0, "Timed seconds per part of a case (the suite: default from "
+                   "its budget).")
+flags.DEFINE_integer("rounds", 3, "Timed rounds per part (and peer runs with --peer_python).")
 flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype.")
-flags.DEFINE_enum("mode", "both", ["train", "infer", "both"], "What to time.")
+flags.DEFINE_string("mode", "both", "What to time: train, infer, epoch, joined by commas, or "
+                    "both (train,infer) or all.")
+flags.DEFINE_enum("layer", "auto", ["auto", "custom", "stock"], "How the layers are "
+                  "differentiated (the config key `layer`).")
+flags.DEFINE_integer("epoch_pairs", 750, "Training pairs of a timed epoch (the cat run's).")
 flags.DEFINE_bool("data_parallel", False, "Shard the batch over all local devices (mesh axis "
                   "'data'; params replicated) and run the same jitted train_step.")
-flags.DEFINE_bool("stock", False, "Use the plain-autodiff layer (Upsampler(fast_grad=False)).")
 flags.DEFINE_string("peer_python", None, "Python with torch: runs the peer side by side.")
 flags.DEFINE_string("peer_script", None, "The torch peer script (with --peer_python).")
 flags.DEFINE_bool("sweep", False, "Sweep batch sizes x widths; writes CSV and PNG to --out.")
 flags.DEFINE_list("sweep_batches", ["1", "8", "16", "32", "50", "100"], "Batches of --sweep.")
 flags.DEFINE_list("sweep_widths", ["0.25", "0.5", "1", "2"],
                   "Widths of --sweep (in_channels = 256 * width).")
-flags.DEFINE_string("out", "runs/benchmark", "Folder for the sweep's CSV and PNG.")
+flags.DEFINE_enum("suite", None, ["accelerator"], "Run the accelerator check instead: a "
+                  "table of --suite_cases and a full run of --config, in --suite_seconds.")
+flags.DEFINE_float("suite_seconds", 480.0, "The suite's time budget.")
+flags.DEFINE_list("suite_cases", [c.spec for c in speed.ACCELERATOR_CASES],
+                  "The suite's cases, each in_channels:width:layer:dtype.")
+config_flags.DEFINE_config_file(
+    "config", os.path.join(os.path.dirname(__file__), "configs", "default.py"),
+    "The suite's full run (--config.num_epochs caps its epochs).")
+flags.DEFINE_string("out", "runs/benchmark", "Folder for the sweep's or the suite's files.")
 flags.DEFINE_bool("malloc_tune", False, "Re-exec once with glibc MALLOC_* settings that keep "
                   "freed memory (see the module docstring).")
 flags.DEFINE_float("peak_seconds", 1.5, "Seconds of the peak matmul measurement (CPU).")
@@ -60,21 +61,20 @@ def main(argv):
     raise app.UsageError("Too many command-line arguments.")
   if FLAGS.malloc_tune and not cli.malloc_tuned():
     cli.reexec_with_malloc_env()
-  if FLAGS.seconds <= 0 or FLAGS.rounds < 1:
-    raise InputError("--seconds must be > 0 and --rounds >= 1")
-  if FLAGS.peer_python and not FLAGS.peer_script:
-    raise InputError("--peer_python needs --peer_script (the torch peer's path)")
-  peak = speed.peak_gflops(jax.devices()[0], FLAGS.dtype, matmul_seconds=FLAGS.peak_seconds)
-  kw = dict(dtype=FLAGS.dtype, mode=FLAGS.mode, seconds=FLAGS.seconds, rounds=FLAGS.rounds,
-            data_parallel=FLAGS.data_parallel, stock=FLAGS.stock, peak=peak,
-            peer_python=FLAGS.peer_python, peer_script=FLAGS.peer_script,
-            malloc_tune=cli.malloc_tuned())
-  show = lambda rec: print(json.dumps(rec), flush=True)
-  if FLAGS.sweep:
-    speed.sweep([int(b) for b in FLAGS.sweep_batches], [float(w) for w in FLAGS.sweep_widths],
-                FLAGS.out, on_case=show, **kw)
-  else:
-    show(speed.bench_case(FLAGS.in_channels, FLAGS.width, FLAGS.batch, **kw))
+  common = dict(batch=FLAGS.batch, rounds=FLAGS.rounds, epoch_pairs=FLAGS.epoch_pairs,
+                peak_seconds=FLAGS.peak_seconds)
+  if FLAGS.suite:
+    given = not FLAGS["seconds"].using_default_value  # else the suite sizes it to its budget
+    speed.accelerator_suite(FLAGS.out, FLAGS.config, cases=speed.parse_cases(FLAGS.suite_cases),
+                            seconds=FLAGS.suite_seconds, case_seconds=FLAGS.seconds if given
+                            else None, **common)
+    return
+  speed.benchmark(FLAGS.in_channels, FLAGS.width, seconds=FLAGS.seconds, dtype=FLAGS.dtype,
+                  mode=FLAGS.mode, layer=FLAGS.layer, data_parallel=FLAGS.data_parallel,
+                  peer_python=FLAGS.peer_python, peer_script=FLAGS.peer_script,
+                  sweep_batches=FLAGS.sweep_batches if FLAGS.sweep else None,
+                  sweep_widths=FLAGS.sweep_widths, out=FLAGS.out, malloc_tune=cli.malloc_tuned(),
+                  on_case=lambda rec: print(json.dumps(rec), flush=True), **common)
 
 
 if __name__ == "__main__":

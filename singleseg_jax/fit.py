@@ -27,6 +27,7 @@ import jax.numpy as jnp
 from singleseg_jax import variants
 from singleseg_jax.errors import InputError
 from singleseg_jax.paper.data import make_pairs, num_train
+from singleseg_jax.paper.layers import check_layer
 from singleseg_jax.paper.model import DTYPES, layer_widths
 from singleseg_jax.train import (Plateau, PlateauState, TrainState, epoch_update, evaluate_loss,
                                  make_optimizer, num_batches)
@@ -47,6 +48,7 @@ class FitOptions:
   rel_tol: float = 1e-3
   fresh_data: bool = False
   dtype: str = "float32"
+  layer: str = "auto"        # how the paper net's layers are differentiated (LAYER_CHOICES)
   variant: str = variants.DEFAULT
   snap_segments: int = 100   # superpixels per image
   snap_hidden: int = 64      # graph net width
@@ -65,6 +67,7 @@ class FitOptions:
                        f"{self.epochs_per_sync!r}")
     if not isinstance(self.snap_rounds, int) or self.snap_rounds < 0:
       raise InputError(f"snap_rounds must be an integer >= 0, got {self.snap_rounds!r}")
+    check_layer(self.layer)
     if self.dtype not in DTYPES:
       raise InputError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
     if not isinstance(self.num_epochs, int) or self.num_epochs < 1:

@@ -47,6 +47,8 @@ from singleseg_jax.train import PlateauState, TrainState
 #: Config fields that may change between a run and its resumption (none changes what
 #: the fit computes).
 MUTABLE_FIELDS = ("num_epochs", "checkpoint_every", "num_grid", "epochs_per_sync")
+#: FitOptions' defaults: what a config.json written before a field existed meant by it.
+_FIT_DEFAULTS = {f.name: f.default for f in dataclasses.fields(FitOptions)}
 
 
 def fit_options(config: ml_collections.ConfigDict) -> FitOptions:
@@ -112,9 +114,8 @@ def _check_same_run(workdir: str, config) -> None:
   with open(path) as f:
     old = json.load(f)
   new = json.loads(config.to_json_best_effort())
-  defaults = {f.name: f.default for f in dataclasses.fields(FitOptions)}
   diff = sorted(k for k in set(old) | set(new) if k not in MUTABLE_FIELDS
-                and old.get(k, defaults.get(k)) != new.get(k, defaults.get(k)))
+                and old.get(k, _FIT_DEFAULTS.get(k)) != new.get(k, _FIT_DEFAULTS.get(k)))
   if diff:
     raise InputError(f"{workdir} holds a run with a different config ({', '.join(diff)}); "
                         "use a new --workdir")
@@ -172,8 +173,8 @@ def load_run(workdir: str, which: str = "best"):
     raise InputError(f"{workdir} is not a run directory (no config.json)")
   try:
     with open(path) as f:
-      config = ml_collections.ConfigDict(json.load(f))
-  except (OSError, ValueError) as e:
+      config = ml_collections.ConfigDict({**_FIT_DEFAULTS, **json.load(f)})
+  except (OSError, ValueError, TypeError) as e:
     raise InputError(f"{path} is not readable: {e}") from None
   try:
     with open(os.path.join(workdir, "run.json")) as f:

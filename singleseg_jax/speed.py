@@ -1,49 +1,82 @@
 """Speed of the paper's net: FLOP counts, XLA's own count, device peaks, MFU, timed
-cases and sweeps (the entry point is `experiments/benchmark.py`).
+cases, sweeps, and the accelerator check (the entry point is `experiments/benchmark.py`).
 
 Nothing here changes the process (no environment variables, no allocator settings).
+
+MFU is achieved FLOP/s over the peak of every device used, the peak being the data
+sheet's for the unit the compute dtype runs on (`datasheet_peak`) or, on CPU and
+unknown chips, a measured matmul. Memory per case is XLA's plan for one call on each
+device (`xla_peak_bytes`), beside the backend's peak so far.
 
 FLOP conventions: one multiply-add is 2 FLOPs. The forward pass of the net costs
 `model.flops_per_sample` (every input pixel meets the 9 kernel taps of each layer,
 the MATLAB crop's discarded border included). A training step costs 3x the forward
 pass (forward, input gradient, kernel gradient), the usual convention and the torch
 peer's. XLA's `cost_analysis()` of the forward pass reports somewhat less, because it
-skips the taps that land in the cropped border (see `tests/test_benchmark.py`).
+skips the taps that land in the cropped border (see `tests/test_speed.py`).
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
+import re
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from singleseg_jax import figures, tables
+from singleseg_jax import run as run_lib
 from singleseg_jax.errors import InputError
+from singleseg_jax.fit import FitOptions
+from singleseg_jax.paper.data import Dataset, num_train
+from singleseg_jax.paper.layers import uses_custom_vjp
 from singleseg_jax.paper.model import DTYPES, INPUT_SIDE, OUTPUT_SIDE, Upsampler, flops_per_sample
-from singleseg_jax.train import TrainState, make_optimizer, train_step
+from singleseg_jax.progress import Progress
+from singleseg_jax.train import TrainState, make_optimizer, num_batches, train_epoch, train_step
 
-#: Dense peak TFLOP/s by `device_kind` substring and dtype, from the vendors' data
-#: sheets (NVIDIA H100 Tensor Core GPU datasheet, SXM5: 989.4 TFLOP/s bf16 dense,
-#: 66.9 TFLOP/s fp32 without TF32 (494.7 with TF32); H200 SXM: same chip and
-#: clocks, so the same figures; A100 SXM4: 312 bf16 dense, 19.5 fp32). "H100 PCIe":
-#: 756 bf16 dense, 51 fp32. Checked in order, first match wins.
-GPU_PEAK_TFLOPS: tuple[tuple[str, dict[str, float]], ...] = (
-    ("H100 PCIe", {"bfloat16": 756.0, "float32": 51.2}),
-    ("H100", {"bfloat16": 989.4, "float32": 66.9}),
-    ("H200", {"bfloat16": 989.4, "float32": 66.9}),
-    ("A100", {"bfloat16": 312.0, "float32": 19.5}),
+#: Dense peak TFLOP/s per chip by `device_kind` (a case-insensitive whole-word match; the
+#: first row that matches wins, so "H100 PCIe" comes before "H100" and "TPU v5 lite"
+#: before "TPU v5"). NVIDIA rows: "float32" is the CUDA-core rate, "tf32" and "bfloat16"
+#: the tensor-core rates without sparsity (half the data sheets' sparse figures). TPU
+#: rows give the bf16 rate alone: the MXU multiplies in bf16. Sources: NVIDIA H100 Tensor
+#: Core GPU datasheet (SXM5, PCIe and NVL columns), NVIDIA H200 Tensor Core GPU datasheet
+#: (SXM and NVL), NVIDIA HGX B200 specifications (per GPU), NVIDIA A100 Tensor Core GPU
+#: datasheet (SXM4 and PCIe share these peaks), NVIDIA L4 Tensor Core GPU datasheet;
+#: Google Cloud TPU system architecture pages for v4, v5e, v5p and v6e ("peak compute
+#: per chip (bf16)"). JAX names v5e "TPU v5 lite", v6e "TPU v6 lite" and v5p "TPU v5"
+#: (on a TPU VM) or "TPU v5p".
+PEAK_TFLOPS: tuple[tuple[str, dict[str, float]], ...] = (
+    ("H100 PCIe", {"float32": 51.0, "tf32": 378.0, "bfloat16": 756.5}),
+    ("H100 NVL", {"float32": 60.0, "tf32": 417.5, "bfloat16": 835.5}),
+    ("H100", {"float32": 67.0, "tf32": 494.5, "bfloat16": 989.5}),
+    ("H200 NVL", {"float32": 60.0, "tf32": 417.5, "bfloat16": 835.5}),
+    ("H200", {"float32": 67.0, "tf32": 494.5, "bfloat16": 989.5}),
+    ("B200", {"float32": 75.0, "tf32": 1100.0, "bfloat16": 2250.0}),
+    ("A100", {"float32": 19.5, "tf32": 156.0, "bfloat16": 312.0}),
+    ("L4", {"float32": 30.3, "tf32": 60.0, "bfloat16": 121.0}),
+    ("TPU v5 lite", {"bfloat16": 197.0}),
+    ("TPU v5e", {"bfloat16": 197.0}),
+    ("TPU v6 lite", {"bfloat16": 918.0}),
+    ("TPU v6e", {"bfloat16": 918.0}),
+    ("TPU v5p", {"bfloat16": 459.0}),
+    ("TPU v5", {"bfloat16": 459.0}),
+    ("TPU v4", {"bfloat16": 275.0}),
 )
+#: `jax_default_matmul_precision` values that keep float32 matmuls in full float32.
+_FULL_FP32 = ("highest", "float32")
 
 
 def train_flops_per_sample(in_channels: int, width: float = 1.0) -> int:
@@ -64,13 +97,31 @@ def xla_flops(compiled) -> float | None:
   return float(cost["flops"])
 
 
+def _memory_analysis(compiled):
+  try:
+    return compiled.memory_analysis()
+  except Exception:  # some backends do not implement it
+    return None
+
+
 def xla_temp_bytes(compiled) -> int | None:
   """Size of the temporary buffer XLA allocates per call (None if unknown)."""
-  try:
-    mem = compiled.memory_analysis()
-  except Exception:
-    return None
+  mem = _memory_analysis(compiled)
   return None if mem is None else int(getattr(mem, "temp_size_in_bytes", 0))
+
+
+def xla_peak_bytes(compiled) -> int | None:
+  """Bytes one call holds on each device it runs on, by XLA's memory analysis (or None).
+
+  Arguments + outputs + XLA's temporary buffer - donated (aliased) buffers. For a
+  sharded program these are one shard's, so the figure is per device. (XLA's own
+  `peak_memory_in_bytes` is not used: on CPU it reads below the temporary buffer.)
+  """
+  mem = _memory_analysis(compiled)
+  if mem is None:
+    return None
+  return int(mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes
+             - mem.alias_size_in_bytes)
 
 
 def mfu(achieved_gflops: float | None, peak_gflops: float | None) -> float | None:
@@ -80,19 +131,14 @@ def mfu(achieved_gflops: float | None, peak_gflops: float | None) -> float | Non
   return achieved_gflops / peak_gflops
 
 
-def gpu_peak_gflops(device_kind: str, dtype: str) -> float | None:
-  """Data-sheet dense peak for a GPU kind and compute dtype, in GFLOP/s (None if unknown)."""
-  for key, table in GPU_PEAK_TFLOPS:
-    if key.lower() in device_kind.lower():
-      return 1e3 * table[dtype] if dtype in table else None
-  return None
-
-
 @dataclasses.dataclass(frozen=True)
 class Peak:
   """The peak MFU is measured against, and where it comes from."""
   gflops: float | None
   source: str
+
+
+_matmul = jax.jit(jnp.matmul)  # one jitted function, so repeated measurements compile once
 
 
 def measure_matmul_peak(n: int = 2048, dtype=jnp.float32, seconds: float = 1.5,
@@ -106,13 +152,12 @@ def measure_matmul_peak(n: int = 2048, dtype=jnp.float32, seconds: float = 1.5,
   key = jax.random.PRNGKey(0)
   a = jax.device_put(jax.random.normal(key, (n, n), dtype), device)
   b = jax.device_put(jax.random.normal(jax.random.fold_in(key, 1), (n, n), dtype), device)
-  mm = jax.jit(lambda a, b: a @ b)
-  jax.block_until_ready(mm(a, b))
+  jax.block_until_ready(_matmul(a, b))
   best, t_end = float("inf"), time.perf_counter() + seconds
   calls = 0
   while calls < 3 or time.perf_counter() < t_end:
     t0 = time.perf_counter()
-    jax.block_until_ready(mm(a, b))
+    jax.block_until_ready(_matmul(a, b))
     best = min(best, time.perf_counter() - t0)
     calls += 1
   gflops = 2 * n ** 3 / best / 1e9
@@ -120,12 +165,46 @@ def measure_matmul_peak(n: int = 2048, dtype=jnp.float32, seconds: float = 1.5,
   return Peak(gflops, f"measured: best of {calls} jitted {n}x{n} @ {n}x{n} {name} matmuls")
 
 
+def datasheet_peak(device_kind: str, dtype: str, precision: str | None = None) -> Peak | None:
+  """The data-sheet peak of one chip for a compute dtype (None for a chip not in the table).
+
+  The peak is that of the unit the dtype runs on under `precision` (JAX's
+  `jax_default_matmul_precision`; None is its default): on NVIDIA, float32 matmuls and
+  convolutions run as TF32 unless the precision asks for full float32; on TPU every
+  dtype is multiplied in bf16 passes, and under the default precision a float32 product
+  takes one pass, so it is measured against the bf16 peak (an assumption: a higher
+  precision takes three or six passes and would make that MFU look too low).
+  """
+  for key, table in PEAK_TFLOPS:
+    if re.search(rf"(?<!\w){re.escape(key)}(?!\w)", device_kind, re.IGNORECASE):
+      break
+  else:
+    return None
+  if "tf32" not in table:  # TPU
+    why, column = "", "bfloat16"
+    if dtype == "float32":
+      why = "float32 products take one bf16 pass under JAX's default precision"
+      if precision not in (None, "default", "bfloat16", "fastest"):
+        why += f"; jax_default_matmul_precision={precision} takes more, so MFU reads low"
+  elif dtype == "float32" and precision not in _FULL_FP32:
+    why = "float32 matmuls and convolutions run as TF32 under JAX's default precision"
+    column = "tf32"
+  else:
+    why, column = "", dtype
+  if column not in table:
+    return None
+  name = {"tf32": "TF32", "bfloat16": "bf16", "float32": "fp32"}[column]
+  source = f"data sheet, {device_kind}, dense {name}" + (f" ({why})" if why else "")
+  return Peak(1e3 * table[column], source)
+
+
 def peak_gflops(device, dtype: str, *, matmul_seconds: float = 1.5) -> Peak:
-  """The peak MFU is measured against: data sheet for known GPUs, else a measured matmul."""
-  if device.platform == "gpu":
-    g = gpu_peak_gflops(device.device_kind, dtype)
-    if g:
-      return Peak(g, f"data sheet, dense {dtype}, {device.device_kind}")
+  """The peak MFU is measured against: the data sheet for known chips, else a measured matmul."""
+  if device.platform != "cpu":
+    precision = getattr(jax.config, "jax_default_matmul_precision", None)
+    peak = datasheet_peak(device.device_kind, dtype, precision)
+    if peak:
+      return peak
   return measure_matmul_peak(dtype=jnp.dtype(dtype), seconds=matmul_seconds, device=device)
 
 
@@ -181,31 +260,64 @@ def peak_memory(device) -> tuple[int | None, str]:
   return int(rss * scale), "process max RSS (getrusage; whole process, monotone over cases)"
 
 
+#: What `bench_case` can time: the jitted train step, the forward pass, and a whole
+#: epoch as training runs it (`train.train_epoch`, a scan of the step).
+PARTS = ("train", "infer", "epoch")
+#: `mode` names of more than one part.
+MODE_ALIASES = {"both": ("train", "infer"), "all": PARTS}
+
 #: Keys every case's record carries (tests check them).
-KEYS = ("impl", "platform", "device_kind", "num_devices", "devices_used", "in_channels",
-        "width", "batch", "dtype", "mode", "params", "samples_per_s", "steps_per_s",
-        "best_samples_per_s", "timing", "compile_s", "train_flops_per_step",
+KEYS = ("impl", "layer", "platform", "device_kind", "num_devices", "devices_used",
+        "in_channels", "width", "batch", "dtype", "mode", "params", "samples_per_s",
+        "steps_per_s", "best_samples_per_s", "timing", "compile_s", "train_flops_per_step",
         "train_gflops_per_s", "xla_flops_per_step", "analytic_over_xla", "xla_temp_bytes",
-        "peak_gflops", "peak_source", "mfu", "peak_memory_bytes", "peak_memory_source",
+        "peak_gflops", "peak_source", "mfu", "xla_peak_bytes_per_device",
+        "peak_memory_bytes", "peak_memory_source", "peak_memory_bytes_per_device",
         "minor_faults_per_step", "infer_samples_per_s", "infer_compile_s",
         "infer_gflops_per_s", "infer_mfu", "infer_xla_flops", "infer_analytic_over_xla",
-        "malloc_tune", "loadavg")
+        "epoch_pairs", "epoch_steps", "epoch_s", "epoch_samples_per_s", "epoch_compile_s",
+        "epoch_gflops_per_s", "epoch_mfu", "epoch_note", "malloc_tune", "loadavg")
 
 
-def make_state(in_channels: int, width: float, *, dtype: str = "float32", stock: bool = False,
+def parse_mode(mode: str) -> tuple[str, ...]:
+  """The parts a mode times: one of PARTS, "both", "all", or parts joined by commas."""
+  parts = MODE_ALIASES.get(mode) or tuple(p.strip() for p in mode.split(","))
+  bad = [p for p in parts if p not in PARTS]
+  if bad or not parts:
+    raise InputError(f"mode must be one of {PARTS}, {tuple(MODE_ALIASES)} or parts joined by "
+                     f"commas, got {mode!r}")
+  return tuple(dict.fromkeys(parts))
+
+
+def impl_name(layer: str, platform: str | None = None) -> str:
+  """What `layer` runs as on `platform`: "jax-custom-vjp" or "jax-stock-autodiff"."""
+  return "jax-custom-vjp" if uses_custom_vjp(layer, platform) else "jax-stock-autodiff"
+
+
+def make_state(in_channels: int, width: float, *, dtype: str = "float32", layer: str = "custom",
                seed: int = 0) -> TrainState:
-  """A fresh paper net and optimiser (`stock`: the plain-autodiff layer)."""
-  model = Upsampler(in_channels, width, dtype=DTYPES[dtype], fast_grad=not stock,
+  """A fresh paper net and optimiser, its layers differentiated as `layer` says."""
+  model = Upsampler(in_channels, width, dtype=DTYPES[dtype], fast_grad=uses_custom_vjp(layer),
                     rngs=nnx.Rngs(seed))
   return TrainState.create(model, make_optimizer())
 
 
 def make_batch(batch: int, in_channels: int, seed: int = 1) -> dict:
-  """A random batch of inputs and targets of the net's shapes."""
-  kx, ky = jax.random.split(jax.random.PRNGKey(seed))
-  return {"inputs": jax.random.uniform(kx, (batch, INPUT_SIDE, INPUT_SIDE, in_channels),
-                                       jnp.float32),
-          "targets": jax.random.uniform(ky, (batch, OUTPUT_SIDE, OUTPUT_SIDE, 3), jnp.float32)}
+  """A random batch of inputs and targets of the net's shapes.
+
+  Drawn by NumPy, so no XLA program is compiled for it.
+  """
+  rng = np.random.default_rng(seed)
+  return {"inputs": jnp.asarray(rng.random((batch, INPUT_SIDE, INPUT_SIDE, in_channels),
+                                           np.float32)),
+          "targets": jnp.asarray(rng.random((batch, OUTPUT_SIDE, OUTPUT_SIDE, 3), np.float32))}
+
+
+def make_dataset(pairs: int, in_channels: int, seed: int = 2) -> Dataset:
+  """`pairs` random training pairs of the net's shapes, as `train.train_epoch` takes them."""
+  batch = make_batch(pairs, in_channels, seed)
+  return Dataset(batch["inputs"], batch["targets"],
+                 jnp.asarray(np.ones((pairs, OUTPUT_SIDE, OUTPUT_SIDE), bool)))
 
 
 def data_mesh(devices=None) -> jax.sharding.Mesh:
@@ -246,19 +358,24 @@ def run_peer(python: str, script: str, in_channels: int, width: float, batch: in
 
 def bench_case(in_channels: int, width: float, batch: int, *, dtype: str = "float32",
                mode: str = "both", seconds: float = 6.0, rounds: int = 3,
-               data_parallel: bool = False, stock: bool = False, peak: Peak | None = None,
-               peer_python: str | None = None, peer_script: str | None = None,
-               malloc_tune: bool = False) -> dict:
+               data_parallel: bool = False, layer: str = "custom", peak: Peak | None = None,
+               epoch_pairs: int = 750, peer_python: str | None = None,
+               peer_script: str | None = None, malloc_tune: bool = False) -> dict:
   """Times one configuration; returns the record that is printed as one JSON line.
 
+  `mode` names the parts timed (`parse_mode`); each gets `seconds` (the forward pass
+  half of it) in `rounds` rounds. The epoch part runs `train.train_epoch` over
+  `epoch_pairs` random pairs, as training does.
   With `data_parallel`, FLOPs, rates and the peak count every device used: XLA's cost
   analysis of a sharded program is per shard, so it is multiplied by the devices, and
   MFU is measured against the peak of all of them.
   """
+  parts = parse_mode(mode)
+  steps = num_batches(epoch_pairs, batch) if "epoch" in parts else None
   dev = jax.devices()[0]
   mesh = data_mesh() if data_parallel else None
   devices = mesh.shape["data"] if mesh is not None else 1
-  state = make_state(in_channels, width, dtype=dtype, stock=stock)
+  state = make_state(in_channels, width, dtype=dtype, layer=layer)
   data = make_batch(batch, in_channels)
   if mesh is not None:
     state, data = shard_for_data_parallel(state, data, mesh)
@@ -270,21 +387,23 @@ def bench_case(in_channels: int, width: float, batch: int, *, dtype: str = "floa
   per_round = seconds / rounds
   rec = {k: None for k in KEYS}
   rec.update(
-      impl="jax-stock-autodiff" if stock else "jax-custom-vjp",
+      impl=impl_name(layer, dev.platform), layer=layer,
       platform=dev.platform, device_kind=dev.device_kind, num_devices=jax.device_count(),
       devices_used=devices, in_channels=in_channels, width=width, batch=batch, dtype=dtype,
-      mode=mode, params=params, train_flops_per_step=train_flops,
-      timing=f"median of {rounds} rounds of {per_round:.3g} s after 2 warm-up calls; "
-             "every call waited for",
+      mode=",".join(parts), params=params, train_flops_per_step=train_flops,
+      timing=f"median of {rounds} rounds of {per_round:.3g} s after warm-up calls (fewer "
+             "rounds, of one call, where a call takes longer); every call waited for",
       peak_gflops=peak.gflops, peak_source=peak.source + (f", x {devices} devices"
                                                           if devices > 1 else ""),
       malloc_tune=malloc_tune, loadavg=os.getloadavg()[0])
+  programs = []  # every compiled program, for the case's memory peak
 
-  if mode in ("infer", "both"):
+  if "infer" in parts:
     forward = jax.jit(_forward, static_argnums=0)
     t0 = time.perf_counter()
     fc = forward.lower(state.graphdef, state.params, data["inputs"]).compile()
     rec["infer_compile_s"] = time.perf_counter() - t0
+    programs.append(fc)
     shard_flops = xla_flops(fc)
     rec["infer_xla_flops"] = shard_flops * devices if shard_flops else None
     if rec["infer_xla_flops"]:
@@ -294,26 +413,28 @@ def bench_case(in_channels: int, width: float, batch: int, *, dtype: str = "floa
     rec["infer_gflops_per_s"] = t.median * fwd_flops / 1e9
     rec["infer_mfu"] = mfu(rec["infer_gflops_per_s"], all_peak)
 
-  if mode in ("train", "both"):
+  box = [state]  # the live state: every update donates the one before
+  if "train" in parts:
     t0 = time.perf_counter()
     compiled = train_step.lower(state, data).compile()
     rec["compile_s"] = time.perf_counter() - t0
+    programs.append(compiled)
     shard_flops = xla_flops(compiled)
     rec["xla_flops_per_step"] = shard_flops * devices if shard_flops else None
     if rec["xla_flops_per_step"]:
       rec["analytic_over_xla"] = train_flops / rec["xla_flops_per_step"]
     rec["xla_temp_bytes"] = xla_temp_bytes(compiled)
-    box = [state]
 
     def step():
       box[0], metrics = compiled(box[0], data)
       return metrics["loss"]
 
-    for _ in range(2):
-      jax.block_until_ready(step())
+    jax.block_until_ready(step())
+    t0 = time.perf_counter()
+    jax.block_until_ready(step())
     rates, peer_rates, ratios = [], [], []
     faults0, calls = _minor_faults(), 0
-    for _ in range(rounds):
+    for _ in range(_rounds_that_fit(time.perf_counter() - t0, seconds, rounds)):
       t = time_calls(step, seconds=per_round, rounds=1, warmup=0)
       rates.append(t.median)
       calls += t.calls
@@ -335,9 +456,59 @@ def bench_case(in_channels: int, width: float, batch: int, *, dtype: str = "floa
       rec["rounds_samples_per_s"] = [r * batch for r in rates]
       rec["ratio_vs_peer"] = statistics.median(ratios)
 
+  if "epoch" in parts:
+    if mesh is not None:
+      rec["epoch_note"] = "not timed: train_epoch runs on one device (no data_parallel)"
+    elif rec["steps_per_s"] and steps / rec["steps_per_s"] > seconds:
+      # A warm-up epoch and a timed one would take more than twice the part's seconds.
+      rec["epoch_note"] = (f"not timed: an epoch of {steps} steps would take about "
+                           f"{steps / rec['steps_per_s']:.0f} s at the step's rate")
+    else:
+      programs.append(_time_epoch(box, rec, epoch_pairs, seconds=seconds, rounds=rounds,
+                                  train_flops=train_flops, peak=all_peak))
+
+  rec["xla_peak_bytes_per_device"] = max((xla_peak_bytes(c) or 0 for c in programs),
+                                         default=0) or None
   mem, src = peak_memory(dev)
   rec["peak_memory_bytes"], rec["peak_memory_source"] = mem, src
+  if mesh is not None or dev.platform != "cpu":
+    rec["peak_memory_bytes_per_device"] = [peak_memory(d)[0] for d in
+                                           (mesh.devices.flat if mesh is not None else [dev])]
   return rec
+
+
+def _rounds_that_fit(call_s: float, seconds: float, rounds: int) -> int:
+  """How many of `rounds` rounds of at least one `call_s` call fit in `seconds` (>= 1)."""
+  return max(1, min(rounds, int(seconds / call_s))) if call_s > 0 else rounds
+
+
+def _time_epoch(box: list, rec: dict, pairs: int, *, seconds: float, rounds: int,
+                train_flops: float, peak: float | None):
+  """The compiled epoch, after timing whole epochs of it into rec's epoch_* keys.
+
+  The epochs start from, and leave their state in, `box`.
+  """
+  batch = rec["batch"]
+  steps = num_batches(pairs, batch)
+  data = make_dataset(pairs, rec["in_channels"])
+  key = jax.random.PRNGKey(3)
+  t0 = time.perf_counter()
+  compiled = train_epoch.lower(box[0], data, key, batch_size=batch).compile()
+  rec["epoch_compile_s"] = time.perf_counter() - t0
+
+  def epoch():
+    box[0], metrics = compiled(box[0], data, key)
+    return metrics["loss"]
+
+  t0 = time.perf_counter()
+  jax.block_until_ready(epoch())  # the warm-up call, timed to size the rounds
+  rounds = _rounds_that_fit(time.perf_counter() - t0, seconds, rounds)
+  t = time_calls(epoch, seconds=seconds, rounds=rounds, warmup=0)
+  rec.update(epoch_pairs=pairs, epoch_steps=steps, epoch_s=1 / t.median,
+             epoch_samples_per_s=t.median * steps * batch,
+             epoch_gflops_per_s=t.median * steps * train_flops / 1e9)
+  rec["epoch_mfu"] = mfu(rec["epoch_gflops_per_s"], peak)
+  return compiled
 
 
 def sweep(batches, widths, out: str, on_case: Callable[[dict], None] = lambda rec: None,
@@ -355,3 +526,278 @@ def sweep(batches, widths, out: str, on_case: Callable[[dict], None] = lambda re
   tables.write_csv(os.path.join(out, "sweep.csv"), rows, fields)
   figures.speed_sweep(rows, os.path.join(out, "sweep.png"))
   return rows
+
+
+def _numbers(values: Sequence[str], kind: type, name: str) -> list:
+  try:
+    out = [kind(v) for v in values]
+  except ValueError:
+    raise InputError(f"{name} must be {kind.__name__}s, got {','.join(values)!r}") from None
+  if not out or min(out) <= 0:
+    raise InputError(f"{name} must be positive, got {','.join(values)!r}")
+  return out
+
+
+def benchmark(in_channels: int, width: float, batch: int, *, seconds: float = 6.0,
+              rounds: int = 3, dtype: str = "float32", mode: str = "both",
+              peer_python: str | None = None, peer_script: str | None = None,
+              sweep_batches: Sequence[str] | None = None, sweep_widths: Sequence[str] = (),
+              out: str = "", peak_seconds: float = 1.5,
+              on_case: Callable[[dict], None] = lambda rec: None, **kw) -> list[dict]:
+  """The records of the benchmark main's cases: one `bench_case`, or a `sweep`.
+
+  With `sweep_batches`, the sweep over them and `sweep_widths` (strings, as flags give
+  them) into `out`. The peak is measured once, every argument checked first.
+  """
+  if not seconds > 0 or rounds < 1:
+    raise InputError("--seconds must be > 0 and --rounds >= 1")
+  if peer_python and not peer_script:
+    raise InputError("--peer_python needs --peer_script (the torch peer's path)")
+  parse_mode(mode)
+  if sweep_batches is not None:
+    batches = _numbers(sweep_batches, int, "--sweep_batches")
+    widths = _numbers(sweep_widths, float, "--sweep_widths")
+  peak = peak_gflops(jax.devices()[0], dtype, matmul_seconds=peak_seconds)
+  kw.update(dtype=dtype, mode=mode, seconds=seconds, rounds=rounds, peak=peak,
+            peer_python=peer_python, peer_script=peer_script)
+  if sweep_batches is not None:
+    return sweep(batches, widths, out, on_case=on_case, **kw)
+  rec = bench_case(in_channels, width, batch, **kw)
+  on_case(rec)
+  return [rec]
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+  """One row of the accelerator table: a net, how its layers are differentiated, a dtype."""
+  in_channels: int
+  width: float
+  layer: str
+  dtype: str
+
+  def __post_init__(self):
+    FitOptions(in_channels=self.in_channels, width=self.width, layer=self.layer,
+               dtype=self.dtype)  # validates all four as a config's would be
+
+  @property
+  def net(self) -> str:
+    """The net's name in the tables: cat, car, or its in_channels and width."""
+    names = {(256, 1.0): "cat", (512, 2.0): "car"}
+    return names.get((self.in_channels, self.width),
+                     f"C={self.in_channels} w{self.width:g}")
+
+  @property
+  def name(self) -> str:
+    """`net layer dtype`, as progress lines and skip notes call the case."""
+    return f"{self.net} {self.layer} {self.dtype}"
+
+  @property
+  def spec(self) -> str:
+    """The case as `parse_cases` reads it: in_channels:width:layer:dtype."""
+    return f"{self.in_channels}:{self.width:g}:{self.layer}:{self.dtype}"
+
+
+#: The accelerator table: the cat/dog net (C=256, width 1) and the car net (C=512,
+#: width 2), each with both layers and both dtypes; the cat net first, so a tight
+#: budget drops the car net's cases.
+ACCELERATOR_CASES = tuple(Case(c, w, layer, dtype) for c, w in ((256, 1.0), (512, 2.0))
+                          for layer in ("custom", "stock") for dtype in ("float32", "bfloat16"))
+#: Share of the suite's budget for its table of cases, split evenly between them; the
+#: cat run gets the rest, plus whatever the cases leave.
+CASES_SHARE = 0.5
+#: Share of a case's slot timed for each of its two parts (the train step and the
+#: epoch); the rest of the slot is for compiling and warm-up calls.
+TIMED_SHARE = 0.25
+#: Epochs of the cat run's first stage, whose seconds per epoch size the next stage.
+PROBE_EPOCHS = 5
+
+
+def parse_cases(specs: Sequence[str]) -> tuple[Case, ...]:
+  """Cases from "in_channels:width:layer:dtype" strings; InputError for a malformed one."""
+  cases = []
+  for spec in specs:
+    fields = spec.split(":")
+    try:
+      if len(fields) != 4:
+        raise ValueError
+      c, w = int(fields[0]), float(fields[1])
+    except ValueError:
+      raise InputError(f"a case is in_channels:width:layer:dtype (e.g. "
+                       f"{ACCELERATOR_CASES[0].spec}), got {spec!r}") from None
+    cases.append(Case(c, w, fields[2], fields[3]))
+  return tuple(cases)
+
+
+def accelerator_suite(out: str, config, *, cases: Sequence[Case] = ACCELERATOR_CASES,
+                      batch: int = 50, seconds: float = 480.0,
+                      case_seconds: float | None = None, rounds: int = 3,
+                      epoch_pairs: int = 750, peak_seconds: float = 1.5) -> dict:
+  """The accelerator check's result, also written to out/accelerator.json and .md.
+
+  It times `cases` and fits `config`'s run within about `seconds`. Each case times
+  the train step and an epoch of `epoch_pairs` pairs (`bench_case`) on one device, for
+  `case_seconds` each (default: TIMED_SHARE of its slot, the cases sharing CASES_SHARE
+  of the budget). A case that would not fit in what is left of that share is skipped,
+  and one that fails (say, out of memory) is not retried; both are listed with the
+  reason. Then `config`'s run is fitted from scratch
+  (`run.train_and_evaluate`) in a temporary folder, for up to `config.num_epochs`
+  epochs (`_cat_run`). Everything is checked before anything is timed.
+  """
+  if not seconds > 0 or (case_seconds is not None and not case_seconds > 0) or rounds < 1:
+    raise InputError("the suite's seconds and case seconds must be > 0 and rounds >= 1")
+  t_start = time.perf_counter()
+  cases = tuple(cases)
+  if not cases:
+    raise InputError("the suite needs at least one case")
+  num_batches(epoch_pairs, batch)
+  run_lib.prepare(config)  # the image exists and reads
+  options = run_lib.fit_options(config)
+  os.makedirs(out, exist_ok=True)
+  cases_end, deadline = t_start + CASES_SHARE * seconds, t_start + seconds
+  slot = CASES_SHARE * seconds / len(cases)
+  timed = case_seconds or TIMED_SHARE * slot
+  dev = jax.devices()[0]
+  peaks, records, skipped, last_of_net = {}, [], [], {}
+  progress = Progress(len(cases))
+  for i, case in enumerate(cases):
+    # A net's last case says what the next one needs; a net not timed yet needs at least
+    # its timed seconds, and no less than the longest case so far.
+    need = last_of_net.get(case.net, max([2 * timed] + list(last_of_net.values())))
+    left = cases_end - time.perf_counter()
+    progress.update(i + 1)
+    if need > left:
+      skipped.append({"case": case.name, "reason": (
+          f"skipped: needs about {need:.0f} s, {max(left, 0):.0f} s left of the cases' "
+          f"{CASES_SHARE * seconds:.0f} s")})
+      logging.info("case %d/%d %s %s", i + 1, len(cases), case.name, skipped[-1]["reason"])
+      continue
+    t0 = time.perf_counter()
+    try:
+      if case.dtype not in peaks:
+        peaks[case.dtype] = peak_gflops(dev, case.dtype,
+                                        matmul_seconds=min(peak_seconds, 0.1 * slot))
+      rec = bench_case(case.in_channels, case.width, batch, dtype=case.dtype,
+                       layer=case.layer, mode="train,epoch", seconds=timed, rounds=rounds,
+                       peak=peaks[case.dtype], epoch_pairs=epoch_pairs)
+    except Exception as e:  # one broken case must not cost the others their time
+      skipped.append({"case": case.name, "reason": f"failed: {_one_line(e)}"})
+      logging.info("case %d/%d %s %s", i + 1, len(cases), case.name, skipped[-1]["reason"])
+      continue
+    rec.update(case=case.name, net=case.net, case_s=time.perf_counter() - t0)
+    last_of_net[case.net] = rec["case_s"]
+    records.append(rec)
+    logging.info("case %d/%d %s: step %.0f samples/s (MFU %s), epoch %.0f samples/s "
+                 "(MFU %s), %.1f s; %s", i + 1, len(cases), case.name, rec["samples_per_s"],
+                 _percent(rec["mfu"]), rec["epoch_samples_per_s"], _percent(rec["epoch_mfu"]),
+                 rec["case_s"], progress)
+  try:
+    cat = _cat_run(config, options, out, deadline, records)
+  except Exception as e:  # the table is still worth writing
+    cat = {"image": config.image, "skipped": f"failed: {_one_line(e)}"}
+    logging.info("cat run %s", cat["skipped"])
+  result = {
+      "platform": dev.platform, "device_kind": dev.device_kind,
+      "num_devices": jax.device_count(), "jax": jax.__version__, "budget_s": seconds,
+      "elapsed_s": time.perf_counter() - t_start, "batch": batch, "epoch_pairs": epoch_pairs,
+      "timed_s_per_part": timed, "rounds": rounds,
+      "peaks": {d: dataclasses.asdict(p) for d, p in peaks.items()},
+      "cases": records, "skipped": skipped, "cat_run": cat}
+  tables.atomic_write(os.path.join(out, "accelerator.json"), json.dumps(result, indent=2))
+  tables.atomic_write(os.path.join(out, "accelerator.md"), accelerator_markdown(result))
+  return result
+
+
+def _one_line(e: Exception) -> str:
+  return f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:300]}"
+
+
+def _percent(x: float | None) -> str:
+  return "–" if x is None else f"{100 * x:.1f}%"
+
+
+def _cat_run(config, options, out: str, deadline: float, records: list[dict]) -> dict:
+  """A summary of `config`'s run, fitted from scratch in stages that end before `deadline`.
+
+  Its metrics and loss curve are copied into `out`.
+
+  The first stage runs PROBE_EPOCHS epochs; each next one as many more as fit in what is
+  left at the last stage's seconds per epoch (after its first, compiling, epoch), less
+  its overhead. A stage resumes the last one's checkpoint, and a resumed run equals an
+  uninterrupted one (`run`), so only the wall time carries the stages' extra start-ups.
+  """
+  summary = {"image": config.image, "max_epochs": config.num_epochs, "layer": options.layer,
+             "impl": impl_name(options.layer), "in_channels": options.in_channels,
+             "width": options.width, "dtype": options.dtype, "batch": options.batch_size}
+  impl = summary["impl"]
+  n_train = num_train(options.num_samples, options.train_fraction)
+  timed = [r["epoch_s"] * n_train / r["epoch_pairs"] for r in records
+           if r["epoch_s"] and (r["in_channels"], r["width"], r["dtype"], r["impl"], r["batch"])
+           == (options.in_channels, options.width, options.dtype, impl, options.batch_size)]
+  left = deadline - time.perf_counter()
+  if left <= 0 or (timed and 2 * timed[0] > left):
+    summary["skipped"] = f"skipped: {max(left, 0):.0f} s left of the budget"
+    logging.info("cat run %s", summary["skipped"])
+    return summary
+  stages, done, t0, note = [], 0, time.perf_counter(), None
+  target = min(config.num_epochs, PROBE_EPOCHS)
+  with tempfile.TemporaryDirectory(prefix="cat_run_") as workdir:
+    while True:
+      stage = config.copy_and_resolve_references()
+      stage.num_epochs = target
+      t_stage = time.perf_counter()
+      info = run_lib.train_and_evaluate(stage, workdir)
+      wall = time.perf_counter() - t_stage
+      with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        epoch_s = [r["seconds"] for r in map(json.loads, f) if r["epoch"] > done]
+      per_epoch = max(statistics.median(epoch_s[1:] or epoch_s), 1e-3)  # logged to the ms
+      overhead = max(wall - per_epoch * len(epoch_s), 0.0)
+      done = info["epochs"]
+      stages.append({"epochs": done, "wall_s": wall, "seconds_per_epoch": per_epoch})
+      left = deadline - time.perf_counter()
+      logging.info("cat run: %d/%d epochs after stage %d, %.3f s/epoch, %.0f s of the budget "
+                   "left", done, config.num_epochs, len(stages), per_epoch, left)
+      if not info["stopped"].startswith("reached") or done >= config.num_epochs:
+        break
+      target = min(config.num_epochs, done + int(0.9 * (left - overhead) / per_epoch))
+      if target <= done:
+        note = (f"stopped by the budget at epoch {done} of {config.num_epochs} "
+                f"({left:.0f} s left, {overhead:.0f} s of overhead per stage)")
+        break
+    for name in ("metrics.jsonl", "loss_curve.png"):
+      shutil.copy(os.path.join(workdir, name), os.path.join(out, "cat_" + name))
+  summary.update(epochs=done, stopped=note or info["stopped"],
+                 wall_s=time.perf_counter() - t0, stages=stages,
+                 best_epoch=info["best_epoch"], best_val_loss=info["best_val_loss"])
+  return summary
+
+
+def accelerator_markdown(result: dict) -> str:
+  """The suite's result as markdown: device, table of cases, what was skipped, cat run."""
+  mib = lambda b: "–" if not b else f"{b / 2 ** 20:.0f}"
+  rows = [(r["net"], r["layer"] + (f" ({r['impl'].split('-')[1]})" if r["layer"] == "auto"
+                                   else ""), r["dtype"],
+           f"{r['samples_per_s']:.0f}", _percent(r["mfu"]), f"{r['epoch_samples_per_s']:.0f}",
+           _percent(r["epoch_mfu"]), f"{r['compile_s']:.1f} + {r['epoch_compile_s']:.1f}",
+           mib(r["xla_peak_bytes_per_device"]), mib(max(r["peak_memory_bytes_per_device"] or
+                                                        [r["peak_memory_bytes"]])))
+          for r in result["cases"]]
+  lines = [f"{result['device_kind']} ({result['platform']}, {result['num_devices']} "
+           f"device(s), each case on one), jax {result['jax']}, batch {result['batch']}, "
+           f"epochs of {result['epoch_pairs']} pairs; {result['elapsed_s']:.0f} s of a "
+           f"{result['budget_s']:.0f} s budget.", ""]
+  lines += tables.markdown_table(
+      ("net", "layer", "dtype", "step samples/s", "step MFU", "epoch samples/s", "epoch MFU",
+       "compile s (step + epoch)", "MiB per device (XLA)", "peak MiB so far"), rows)
+  lines.append("")
+  lines += [f"- {s['case']}: {s['reason']}" for s in result["skipped"]]
+  lines += [f"- MFU against {d}: {p['source']}" for d, p in result["peaks"].items()]
+  cat = result["cat_run"]
+  if "skipped" in cat:
+    lines.append(f"- cat run ({cat['image']}): {cat['skipped']}")
+  else:
+    lines.append(f"- cat run ({cat['image']}, layer {cat['layer']} = {cat['impl']}, "
+                 f"{cat['dtype']}): {cat['epochs']} epochs in {cat['wall_s']:.0f} s wall "
+                 f"({len(cat['stages'])} stage(s), {cat['stages'][-1]['seconds_per_epoch']:.3f} "
+                 f"s/epoch), {cat['stopped']}; best val loss {cat['best_val_loss']:.4g} at "
+                 f"epoch {cat['best_epoch']}")
+  return "\n".join(lines) + "\n"

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from singleseg_jax import InputError, prepare_image
-from singleseg_jax.fit import FitOptions, fit, fit_seeds
+from singleseg_jax.fit import FitOptions, fit, fit_seeds, init_state
+from singleseg_jax.paper.layers import LAYER_CHOICES, uses_custom_vjp
 
 OPTIONS = FitOptions(in_channels=8, width=0.125, num_samples=60, batch_size=15, num_epochs=5,
                      patience=2, rel_tol=0.05)
@@ -46,6 +47,8 @@ def test_fresh_data_changes_training_pairs(image):
 def test_bad_options():
   with pytest.raises(InputError, match="dtype"):
     FitOptions(dtype="float16")
+  with pytest.raises(InputError, match="layer"):
+    FitOptions(layer="fast")
   with pytest.raises(InputError, match="num_epochs"):
     FitOptions(num_epochs=0)
   with pytest.raises(InputError, match="patience"):
@@ -94,3 +97,9 @@ def test_a_block_that_diverges_hands_back_the_last_good_state(image):
   assert len(syncs) == 1
   last = syncs[0]
   assert all(np.isfinite(np.asarray(p)).all() for p in jax.tree.leaves(last.train.params))
+
+
+@pytest.mark.parametrize("layer", LAYER_CHOICES)
+def test_the_paper_net_is_built_with_the_chosen_layer(layer):
+  model = init_state(jax.random.key(0), FitOptions(**{**OPTIONS.__dict__, "layer": layer})).model()
+  assert {l.fast_grad for l in model.layers} == {uses_custom_vjp(layer)}

@@ -1,10 +1,13 @@
-"""The fast ConvTranspose: forward against a direct scatter loop, gradients against autodiff."""
+"""The fast ConvTranspose: forward against a direct scatter loop, gradients against autodiff,
+and the `layer` choice between them."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from singleseg_jax.paper.layers import conv_transpose, conv_transpose_reference, output_size
+from singleseg_jax import InputError
+from singleseg_jax.paper.layers import (check_layer, conv_transpose, conv_transpose_reference,
+                                        output_size, uses_custom_vjp)
 from singleseg_jax.paper.model import LAYERS
 
 CASES = [(stride, crop, act) for _, stride, crop in LAYERS for act in ("relu", "sigmoid")]
@@ -72,3 +75,63 @@ def test_bfloat16_runs_and_gradients_are_close():
   g32 = jax.grad(lambda k: jnp.sum(conv_transpose(x, k, bias, 2, (1, 1, 1, 1), "sigmoid")))(kernel)
   assert g16.dtype == jnp.bfloat16 and bool(jnp.all(jnp.isfinite(g16)))
   np.testing.assert_allclose(np.asarray(g16, np.float32), np.asarray(g32), rtol=0.05, atol=0.05)
+
+
+def _stacked_model_grads(fast_grad: bool, seeds=(0, 1), in_channels=16, width=0.125):
+  """Gradients of the batch loss for nets of `seeds`, params stacked and the grad vmapped
+  (as a population of nets is trained)."""
+  from flax import nnx
+  from singleseg_jax.paper.model import Upsampler
+  from singleseg_jax.train import matlab_loss
+  models = [Upsampler(in_channels, width, fast_grad=fast_grad, rngs=nnx.Rngs(s)) for s in seeds]
+  graphdef = nnx.split(models[0], nnx.Param)[0]
+  params = jax.tree.map(lambda *a: jnp.stack(a), *[nnx.split(m, nnx.Param)[1] for m in models])
+  kx, ky = jax.random.split(jax.random.key(5))
+  x = jax.random.uniform(kx, (len(seeds), 4, 10, 10, in_channels))
+  y = jax.random.uniform(ky, (len(seeds), 4, 100, 100, 3))
+  loss = lambda p, x, y: matlab_loss(nnx.merge(graphdef, p)(x), y)
+  return jax.tree.leaves(jax.jit(jax.vmap(jax.grad(loss)))(params, x, y))
+
+
+def test_model_gradients_equal_stock_under_vmap():
+  # Both are float32 sums of the same products in another order (GEMMs against XLA's
+  # convolution gradients): they agree to a few float32 roundings of the largest
+  # entry (about 3e-6 measured), so 2e-5 of each leaf's largest entry.
+  for ours, stock in zip(_stacked_model_grads(True), _stacked_model_grads(False)):
+    assert ours.shape == stock.shape and ours.shape[0] == 2
+    scale = float(jnp.max(jnp.abs(stock)))
+    np.testing.assert_allclose(np.asarray(ours), np.asarray(stock), rtol=0, atol=2e-5 * scale)
+
+
+@pytest.mark.parametrize("stride,crop,activation", CASES[:4] + [(2, (2, 1, 1, 2), "linear")])
+def test_bfloat16_gradients_equal_stock(stride, crop, activation):
+  x, kernel, bias = (a.astype(jnp.bfloat16) for a in _inputs(cin=7, cout=6, side=5))
+  cot = jax.random.normal(jax.random.key(9), conv_transpose(x, kernel, bias, stride, crop,
+                                                            activation).shape, jnp.bfloat16)
+
+  def grads(fn):
+    loss = lambda x, k, b: jnp.sum((fn(x, k, b, stride, crop, activation) * cot)
+                                   .astype(jnp.float32))
+    return [np.asarray(g, np.float64) for g in jax.grad(loss, (0, 1, 2))(x, kernel, bias)]
+
+  ours, stock = grads(conv_transpose), grads(conv_transpose_reference)
+  # The input and kernel gradients are float32-accumulated products on both paths,
+  # rounded once to bfloat16 (8 significant bits): equal to one rounding, 2^-7 of the
+  # largest entry.
+  for a, b in zip(ours[:2], stock[:2]):
+    np.testing.assert_allclose(a, b, rtol=0, atol=2.0 ** -7 * np.abs(b).max())
+  # The bias gradient sums the N*H*W = 432 output-gradient terms: stock autodiff adds
+  # them in bfloat16 (up to 2.5% of the largest entry off, measured), the custom VJP in
+  # float32 and rounds once. So 5% between the two, and ours is the exact sum rounded.
+  np.testing.assert_allclose(ours[2], stock[2], rtol=0, atol=0.05 * np.abs(stock[2]).max())
+  if activation == "linear":  # the bias gradient is then exactly the sum of `cot`
+    exact = np.asarray(cot, np.float64).sum(axis=(0, 1, 2))
+    np.testing.assert_allclose(ours[2], exact, rtol=2.0 ** -8, atol=1e-4 * np.abs(exact).max())
+
+
+def test_layer_choice_by_backend():
+  assert uses_custom_vjp("auto", "cpu") and uses_custom_vjp("custom", "gpu")
+  assert not uses_custom_vjp("auto", "gpu") and not uses_custom_vjp("auto", "tpu")
+  assert not uses_custom_vjp("stock", "cpu")
+  with pytest.raises(InputError, match="layer must be one of"):
+    check_layer("fast")

@@ -81,6 +81,27 @@ def test_changed_config_in_same_workdir_is_refused(run_dir, photo_path):
     run.train_and_evaluate(runlocal_config(photo_path, width=0.25), run_dir)
 
 
+def test_a_run_written_before_a_config_field_existed_resumes(tmp_path, photo_path):
+  # config.json of a run made before `layer` existed: the field's default is what it
+  # meant, so a config with the default resumes it and one with another value does not.
+  work = str(tmp_path / "w")
+  run.train_and_evaluate(runlocal_config(photo_path, num_epochs=1), work)
+  path = os.path.join(work, "config.json")
+
+  def drop_layer():
+    old = json.load(open(path))
+    del old["layer"]
+    json.dump(old, open(path, "w"))
+
+  drop_layer()
+  config, _, _, _ = run.load_run(work)
+  assert config.layer == "auto"
+  assert run.train_and_evaluate(runlocal_config(photo_path, num_epochs=2), work)["epochs"] == 2
+  drop_layer()
+  with pytest.raises(InputError, match=r"different config \(layer\)"):
+    run.train_and_evaluate(runlocal_config(photo_path, layer="stock"), work)
+
+
 def test_load_run_reads_checkpoint_and_needs_run_json(tmp_path, photo_path):
   work = str(tmp_path / "w")
   run.train_and_evaluate(runlocal_config(photo_path, num_epochs=1), work)

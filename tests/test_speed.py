@@ -58,12 +58,39 @@ def test_train_flops_are_three_forward_passes():
   assert bm.train_flops_per_sample(256, 1.0) == 3 * ss.flops_per_sample(256, 1.0)
 
 
-def test_mfu_and_gpu_peaks():
+def test_mfu():
   assert bm.mfu(50.0, 200.0) == pytest.approx(0.25)
   assert bm.mfu(None, 200.0) is None and bm.mfu(50.0, None) is None
-  assert bm.gpu_peak_gflops("NVIDIA H100 80GB HBM3", "bfloat16") == pytest.approx(989_400)
-  assert bm.gpu_peak_gflops("NVIDIA H100 80GB HBM3", "float32") == pytest.approx(66_900)
-  assert bm.gpu_peak_gflops("some TPU", "float32") is None
+
+
+@pytest.mark.parametrize("kind,dtype,tflops,unit", [
+    ("NVIDIA H100 80GB HBM3", "bfloat16", 989.5, "bf16"),
+    ("NVIDIA H100 80GB HBM3", "float32", 494.5, "TF32"),  # fp32 runs as TF32 by default
+    ("NVIDIA H100 PCIe", "float32", 378.0, "TF32"),
+    ("NVIDIA H100 NVL", "bfloat16", 835.5, "bf16"),
+    ("NVIDIA H200", "float32", 494.5, "TF32"),
+    ("NVIDIA B200", "bfloat16", 2250.0, "bf16"),
+    ("NVIDIA A100-SXM4-80GB", "float32", 156.0, "TF32"),
+    ("NVIDIA L4", "bfloat16", 121.0, "bf16"),
+    ("TPU v5 lite", "float32", 197.0, "bf16"),  # fp32 takes one bf16 pass by default
+    ("TPU v5", "bfloat16", 459.0, "bf16"),
+    ("TPU v5p", "bfloat16", 459.0, "bf16"),
+    ("TPU v6 lite", "bfloat16", 918.0, "bf16"),
+    ("TPU v4", "float32", 275.0, "bf16"),
+])
+def test_datasheet_peaks(kind, dtype, tflops, unit):
+  peak = bm.datasheet_peak(kind, dtype)
+  assert peak.gflops == pytest.approx(1e3 * tflops)
+  assert f"dense {unit}" in peak.source and kind in peak.source
+  assert ("TF32 under JAX's default precision" in peak.source) == (unit == "TF32")
+
+
+def test_datasheet_peaks_full_precision_and_unknown_chips():
+  full = bm.datasheet_peak("NVIDIA H100 80GB HBM3", "float32", precision="highest")
+  assert full.gflops == pytest.approx(67_000) and "dense fp32" in full.source
+  # Whole-word matches only: an L40S is not an L4, a GH200 not an H200.
+  for kind in ("NVIDIA L40S", "NVIDIA GH200 480GB", "some TPU", "cpu"):
+    assert bm.datasheet_peak(kind, "float32") is None
 
 
 def test_time_calls_counts_rounds():
@@ -130,7 +157,30 @@ def test_main_prints_one_json_line(capsys):
   assert rec["batch"] == 4 and rec["in_channels"] == 8 and rec["params"] > 0
   assert rec["samples_per_s"] > 0 and rec["infer_samples_per_s"] > 0
   assert rec["xla_flops_per_step"] > 0 and rec["peak_gflops"] > 0 and rec["mfu"] > 0
-  assert rec["impl"] == "jax-custom-vjp" and rec["malloc_tune"] is False
+  assert rec["impl"] == "jax-custom-vjp" and rec["malloc_tune"] is False  # layer auto, CPU
+  assert rec["xla_peak_bytes_per_device"] > rec["xla_temp_bytes"] > 0
+  assert rec["epoch_samples_per_s"] is None  # mode both: the step and the forward pass
+
+
+def test_epoch_part_times_whole_epochs_of_the_stock_layer(capsys):
+  _run_main(mode="epoch", layer="stock", epoch_pairs=12)
+  rec = json.loads(capsys.readouterr().out.strip())
+  assert rec["impl"] == "jax-stock-autodiff" and rec["mode"] == "epoch"
+  assert rec["epoch_steps"] == 3 and rec["epoch_samples_per_s"] > 0 and rec["epoch_mfu"] > 0
+  assert rec["epoch_s"] > 0 and rec["samples_per_s"] is None
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (dict(mode="train,fast"), "mode must be one of"),
+    (dict(sweep=True, sweep_batches=["8", "x"]), "--sweep_batches must be ints"),
+    (dict(epoch_pairs=2, mode="epoch"), "batch_size 4 is larger than the 2 training pairs"),
+    (dict(suite="accelerator", suite_cases=["8:0.125:custom"]), "in_channels:width:layer:dtype"),
+    (dict(suite="accelerator", suite_cases=["8:0.125:fast:float32"]), "layer must be one of"),
+    (dict(suite="accelerator", suite_seconds=0.0), "must be > 0"),
+])
+def test_bad_flag_values_are_input_errors(overrides, message):
+  with pytest.raises(ss.InputError, match=message):
+    _run_main(**overrides)
 
 
 def test_sweep_writes_csv_and_png(tmp_path, capsys):
@@ -143,3 +193,58 @@ def test_sweep_writes_csv_and_png(tmp_path, capsys):
   assert all(int(r["in_channels"]) == 8 and float(r["samples_per_s"]) > 0 for r in rows)
   png = tmp_path / "sweep.png"
   assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and os.path.getsize(png) > 1000
+
+
+def _suite_config(photo_path, **overrides):
+  from helpers import runlocal_config
+  return runlocal_config(photo_path, **overrides)
+
+
+def test_accelerator_suite_writes_its_table_and_the_full_run(tmp_path, photo_path):
+  out = tmp_path / "acc"
+  _run_main(suite="accelerator", out=str(out), suite_cases=["8:0.125:custom:float32"],
+            epoch_pairs=8, seconds=0.2, rounds=1, suite_seconds=600.0,
+            config=_suite_config(photo_path, num_epochs=2))
+  result = json.loads((out / "accelerator.json").read_text())
+  (rec,) = result["cases"]
+  assert result["skipped"] == [] and rec["case"] == "C=8 w0.125 custom float32"
+  assert rec["mode"] == "train,epoch" and rec["timing"].startswith("median of 1 rounds of 0.2 s")
+  for key in ("samples_per_s", "mfu", "epoch_samples_per_s", "epoch_mfu",
+              "xla_peak_bytes_per_device", "peak_memory_bytes"):
+    assert rec[key] > 0, key
+  run = result["cat_run"]
+  assert run["epochs"] == 2 and run["stopped"] == "reached num_epochs=2"
+  assert run["wall_s"] > 0 and len(run["stages"]) == 1 and run["impl"] == "jax-custom-vjp"
+  assert len((out / "cat_metrics.jsonl").read_text().splitlines()) == 2
+  assert (out / "cat_loss_curve.png").read_bytes()[:4] == b"\x89PNG"
+  md = (out / "accelerator.md").read_text()
+  assert "| C=8 w0.125 | custom | float32 |" in md and "- cat run (" in md
+  assert "2 epochs in" in md and "MFU against float32: measured" in md
+
+
+def test_accelerator_suite_skips_what_does_not_fit_and_says_so(tmp_path, photo_path):
+  cases = bm.parse_cases(["8:0.125:custom:float32", "16:0.25:stock:bfloat16"])
+  result = bm.accelerator_suite(str(tmp_path), _suite_config(photo_path), cases=cases,
+                                batch=4, epoch_pairs=8, seconds=1e-3)
+  assert result["cases"] == []
+  assert [s["case"] for s in result["skipped"]] == [c.name for c in cases]
+  assert all("left of the cases' 0 s" in s["reason"] for s in result["skipped"])
+  assert result["cat_run"]["skipped"] == "skipped: 0 s left of the budget"
+  md = (tmp_path / "accelerator.md").read_text()
+  assert md.count("skipped:") == 3
+
+
+def test_accelerator_suite_lists_a_failing_case_and_goes_on(tmp_path, photo_path, monkeypatch):
+  def fail(*args, **kwargs):
+    raise RuntimeError("RESOURCE_EXHAUSTED: out of memory\nwhile allocating")
+
+  monkeypatch.setattr(bm, "bench_case", fail)
+  monkeypatch.setattr(bm, "_cat_run", fail)
+  cases = bm.parse_cases(["8:0.125:custom:float32", "8:0.125:stock:float32"])
+  result = bm.accelerator_suite(str(tmp_path), _suite_config(photo_path), cases=cases,
+                                batch=4, epoch_pairs=8, seconds=100.0, case_seconds=0.1,
+                                peak_seconds=0.01)
+  reason = "failed: RuntimeError: RESOURCE_EXHAUSTED: out of memory"
+  assert [s["reason"] for s in result["skipped"]] == [reason, reason]
+  assert result["cat_run"]["skipped"] == reason
+  assert (tmp_path / "accelerator.md").read_text().count(reason) == 3

@@ -32,6 +32,12 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.in_channels = 256
   config.width = 1.0            # hidden widths 256-128-64-32-8 times this; last stays 3
   config.dtype = "float32"      # compute dtype: float32 or bfloat16
+  # How the six layers are differentiated; only the speed and the last bits of the
+  # gradients depend on it. "custom": a VJP of tap gathers and GEMMs, written because
+  # XLA:CPU's autodiff of strided transposed convolutions is about 40x slower; "stock":
+  # plain autodiff (the backend's own convolution gradients); "auto": custom on CPU,
+  # stock elsewhere until a GPU measurement says otherwise.
+  config.layer = "auto"
 
   config.num_samples = 1000
   config.train_fraction = 0.75

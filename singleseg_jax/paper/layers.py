@@ -24,9 +24,33 @@ import jax.numpy as jnp
 from flax import nnx
 from jax import lax
 
+from singleseg_jax.errors import InputError
+
 KERNEL = 3
 ACTIVATIONS = ("relu", "sigmoid", "linear")
 _DIMS = ("NHWC", "HWIO", "NHWC")
+
+
+#: How the layers are differentiated (the `layer` config key): "custom" is this module's
+#: VJP, "stock" plain autodiff of `conv_transpose_reference`, "auto" picks per backend.
+LAYER_CHOICES = ("auto", "custom", "stock")
+
+
+def check_layer(layer: str) -> str:
+  """`layer` itself when it is one of LAYER_CHOICES; InputError naming them otherwise."""
+  if layer not in LAYER_CHOICES:
+    raise InputError(f"layer must be one of {LAYER_CHOICES}, got {layer!r}")
+  return layer
+
+
+def uses_custom_vjp(layer: str, platform: str | None = None) -> bool:
+  """Whether `layer` means the custom VJP on `platform` (default: JAX's default backend)."""
+  if check_layer(layer) == "auto":
+    # The custom VJP exists for XLA:CPU's slow strided-transposed-convolution gradient;
+    # elsewhere the backend's own convolution gradients are used until a GPU measurement
+    # says otherwise.
+    return (platform or jax.default_backend()) == "cpu"
+  return layer == "custom"
 
 
 def output_size(n: int, stride: int, crop: tuple[int, int]) -> int:
