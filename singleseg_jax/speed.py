@@ -356,6 +356,16 @@ def run_peer(python: str, script: str, in_channels: int, width: float, batch: in
   return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def compile_counted(lowered, devices: int):
+  """(compiled program, seconds to compile, XLA's FLOPs over all `devices`): a sharded
+  program's cost analysis counts one shard."""
+  t0 = time.perf_counter()
+  compiled = lowered.compile()
+  seconds = time.perf_counter() - t0
+  shard_flops = xla_flops(compiled)
+  return compiled, seconds, shard_flops * devices if shard_flops else None
+
+
 def bench_case(in_channels: int, width: float, batch: int, *, dtype: str = "float32",
                mode: str = "both", seconds: float = 6.0, rounds: int = 3,
                data_parallel: bool = False, layer: str = "custom", peak: Peak | None = None,
@@ -400,12 +410,9 @@ def bench_case(in_channels: int, width: float, batch: int, *, dtype: str = "floa
 
   if "infer" in parts:
     forward = jax.jit(_forward, static_argnums=0)
-    t0 = time.perf_counter()
-    fc = forward.lower(state.graphdef, state.params, data["inputs"]).compile()
-    rec["infer_compile_s"] = time.perf_counter() - t0
+    fc, rec["infer_compile_s"], rec["infer_xla_flops"] = compile_counted(
+        forward.lower(state.graphdef, state.params, data["inputs"]), devices)
     programs.append(fc)
-    shard_flops = xla_flops(fc)
-    rec["infer_xla_flops"] = shard_flops * devices if shard_flops else None
     if rec["infer_xla_flops"]:
       rec["infer_analytic_over_xla"] = fwd_flops / rec["infer_xla_flops"]
     t = time_calls(lambda: fc(state.params, data["inputs"]), seconds=seconds / 2, rounds=rounds)
@@ -415,12 +422,9 @@ def bench_case(in_channels: int, width: float, batch: int, *, dtype: str = "floa
 
   box = [state]  # the live state: every update donates the one before
   if "train" in parts:
-    t0 = time.perf_counter()
-    compiled = train_step.lower(state, data).compile()
-    rec["compile_s"] = time.perf_counter() - t0
+    compiled, rec["compile_s"], rec["xla_flops_per_step"] = compile_counted(
+        train_step.lower(state, data), devices)
     programs.append(compiled)
-    shard_flops = xla_flops(compiled)
-    rec["xla_flops_per_step"] = shard_flops * devices if shard_flops else None
     if rec["xla_flops_per_step"]:
       rec["analytic_over_xla"] = train_flops / rec["xla_flops_per_step"]
     rec["xla_temp_bytes"] = xla_temp_bytes(compiled)
@@ -492,9 +496,8 @@ def _time_epoch(box: list, rec: dict, pairs: int, *, seconds: float, rounds: int
   steps = num_batches(pairs, batch)
   data = make_dataset(pairs, rec["in_channels"])
   key = jax.random.PRNGKey(3)
-  t0 = time.perf_counter()
-  compiled = train_epoch.lower(box[0], data, key, batch_size=batch).compile()
-  rec["epoch_compile_s"] = time.perf_counter() - t0
+  compiled, rec["epoch_compile_s"], _ = compile_counted(
+      train_epoch.lower(box[0], data, key, batch_size=batch), 1)
 
   def epoch():
     box[0], metrics = compiled(box[0], data, key)
