@@ -28,6 +28,7 @@ import dataclasses
 import fcntl
 import json
 import os
+import shutil
 import time
 
 import jax
@@ -81,12 +82,30 @@ def _managers(workdir: str, asynchronous: bool = False):
                                 options=ocp.CheckpointManagerOptions(**opts)))
 
 
+def _wait(manager) -> None:
+  """Waits for the manager's save in flight; a full disk becomes one InputError."""
+  try:
+    manager.wait_until_finished()
+  except Exception as e:  # orbax reports a failed background write as it likes
+    if "No space left on device" in str(e):
+      raise InputError(f"no space left on the device of {manager.directory}") from None
+    raise
+
+
 def _save(manager, state: FitState):
-  manager.wait_until_finished()  # the previous save first: its step must be listed
+  _wait(manager)  # the previous save first: its step must be listed, its bytes counted
   if state.epoch in manager.all_steps():
     # A resumed run reaching an epoch the killed run had saved: keys derive from the
     # seed and the epoch, so the state on disk is this one; saving again would fail.
     return
+  # Checked here rather than left to orbax, whose background threads would report a
+  # full disk in many lines and leave a temporary folder behind.
+  need = sum(x.nbytes for x in jax.tree.leaves((state.train.params, state.train.opt_state)))
+  need += 1 << 20  # metadata and the file system's blocks
+  free = shutil.disk_usage(manager.directory).free
+  if free < need:
+    raise InputError(f"no space left for a checkpoint in {manager.directory}: about "
+                     f"{need / 1e6:.1f} MB needed, {free / 1e6:.1f} MB free")
   meta = {"epoch": state.epoch, "plateau": list(state.plateau)}
   manager.save(state.epoch, args=ocp.args.Composite(
       state=ocp.args.StandardSave({"params": state.train.params,
@@ -305,13 +324,13 @@ def _train_and_evaluate(config, workdir: str, options: FitOptions, original, pre
     raise
   finally:
     for manager in (latest, best):
-      manager.wait_until_finished()
+      _wait(manager)
     metrics_file.close()
     if board is not None:
       board.close()
   if latest.latest_step() != state.epoch:
     _save(latest, state)
-    latest.wait_until_finished()
+    _wait(latest)
   info["train_seconds"] = round(time.perf_counter() - t0, 2)
   info["host_seconds"] = round(host[0], 2)  # logging and checkpoints, outside the device loop
   info["epochs_per_sync"] = options.epochs_per_sync

@@ -1,6 +1,7 @@
 """The run directory: files written, resume equal to an uninterrupted run, load_run."""
 import json
 import os
+import subprocess
 
 import numpy as np
 import pytest
@@ -155,3 +156,21 @@ def test_bad_config_values_write_nothing(tmp_path, photo_path):
     with pytest.raises(InputError, match=message):
       run.train_and_evaluate(runlocal_config(photo_path, **bad), work)
   assert not os.path.exists(work)
+
+
+def test_a_full_disk_is_one_input_error_and_no_checkpoint_folder_is_left(tmp_path, photo_path):
+  mount = tmp_path / "small"
+  mount.mkdir()
+  ok = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(mount)],
+                      capture_output=True).returncode == 0
+  if not ok:
+    pytest.skip("needs root to mount a small tmpfs")
+  try:
+    work = str(mount / "w")
+    with pytest.raises(InputError, match="no space left for a checkpoint"):
+      run.train_and_evaluate(runlocal_config(photo_path), work)
+    for kind in ("latest", "best"):
+      assert not [n for n in os.listdir(os.path.join(work, "checkpoints", kind))
+                  if "tmp" in n]
+  finally:
+    subprocess.run(["umount", str(mount)], check=False)
