@@ -3,8 +3,8 @@ optionally scored on simulated sloppy outlines), and the same question across im
 
 The paper widened its net for the car (in_channels 512, every hidden width doubled);
 here the width multiplier scales in_channels with it: in_channels = round(256 * width).
-The seeds of one width train one after another (`fit`) or together (`fit_seeds`:
-stacked params, one vmapped epoch); both give the same nets.
+The seeds of one width train one after another (`fit`) or together (`fit_seeds`: a
+population spread over all devices and vmapped within each); both give the same nets.
 
 Across images, `load_runs` reads one ablation output per image, made with the same
 widths and seeds, and `summary_markdown` answers per width and per pair of
@@ -19,14 +19,15 @@ import os
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import logging
+from jax.sharding import PartitionSpec
 
 from singleseg_jax import figures, run, tables
 from singleseg_jax.errors import InputError
 from singleseg_jax.evaluation import protocol
-from singleseg_jax.fit import fit, fit_seeds, init_state, population_epoch, stack_states
+from singleseg_jax.fit import (NETS, fit, fit_seeds, global_array, init_state,
+                               population_functions, population_inputs, population_mesh)
 from singleseg_jax.paper.model import count_params
 from singleseg_jax.progress import Progress
 from singleseg_jax.tables import fmt, markdown_table, mean_ci, read_csv
@@ -51,8 +52,8 @@ def outline_settings(d_values, sigmas, vertices: int) -> list[protocol.Setting]:
 
 
 def seeds_together(together: str) -> bool:
-  """Whether the seeds of a width train together (vmap): 'auto' does so off the CPU,
-  where XLA:CPU runs the vmapped (grouped) convolutions slower than a loop."""
+  """Whether the seeds of a width train together (a population): 'auto' does so off
+  the CPU, where XLA:CPU runs the vmapped (grouped) convolutions slower than a loop."""
   if together not in TOGETHER:
     raise InputError(f"together must be one of {TOGETHER}, got {together!r}")
   if together == "auto":
@@ -108,18 +109,21 @@ def score_outlines(case, states, seed: int, settings, variant: str) -> list[dict
 
 
 def epoch_seconds(keys, image, options, repeats: int = 3) -> dict:
-  """Steady-state seconds per epoch for all seeds: one vmapped call vs a Python loop."""
+  """Steady-state seconds per epoch for all seeds: one population epoch (sharded and
+  vmapped, as `fit_seeds` trains) vs a Python loop of single-net epochs."""
+  mesh = population_mesh()
+  fns = population_functions(options, mesh)
+  kd, im = population_inputs(keys, image, mesh)
+  pop = list(fns.init(kd, im))
+  frozen = global_array(mesh, PartitionSpec(NETS), np.zeros(kd.shape[0], bool))
+  epoch = global_array(mesh, PartitionSpec(), np.int32(0))
   states = [init_state(k, options) for k in keys]
-  paper = options.variant_impl
-  data = [paper.fixed_data(k, image, options)[0] for k in keys]
-  stacked, stacked_data = stack_states(states), jax.tree.map(lambda *a: jnp.stack(a), *data)
-  bs = options.batch_size
-  vm = population_epoch(bs)
-  one = jax.jit(lambda st, d, k: epoch_update(st, d, k, batch_size=bs))
-  shuffle = jnp.stack(keys)
+  data = [options.variant_impl.fixed_data(k, image, options)[0] for k in keys]
+  one = jax.jit(lambda st, d, k: epoch_update(st, d, k, batch_size=options.batch_size))
 
-  def time_vmap():
-    return jax.block_until_ready(vm(stacked, stacked_data, shuffle))
+  def time_vmap():  # the states are donated: carry the new ones on
+    pop[0], m, _ = fns.epoch(pop[0], pop[1], pop[2], kd, im, frozen, epoch)
+    return jax.block_until_ready(m)
 
   def time_loop():
     return jax.block_until_ready([one(s, d, k) for s, d, k in zip(states, data, keys)])

@@ -237,22 +237,6 @@ def fit(key: jax.Array, image, options: FitOptions, *, resume: Optional[FitState
   return state, f"reached num_epochs={options.num_epochs}"
 
 
-def _stack(trees):
-  return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
-
-
-def stack_states(states: list[TrainState]) -> TrainState:
-  """One TrainState whose arrays have a leading axis over `states` (for jax.vmap)."""
-  return states[0].replace(step=_stack([s.step for s in states]),
-                           params=_stack([s.params for s in states]),
-                           opt_state=_stack([s.opt_state for s in states]))
-
-
-def population_epoch(batch_size: int):
-  """`epoch_update` of a population: jit(vmap) over stacked states, data and keys."""
-  return jax.jit(jax.vmap(lambda st, d, k: epoch_update(st, d, k, batch_size=batch_size)))
-
-
 #: The mesh axis a population's nets are spread over.
 NETS = "nets"
 
@@ -269,12 +253,31 @@ def padded_size(num_nets: int, mesh: jax.sharding.Mesh) -> int:
   return -(-num_nets // d) * d
 
 
-def _global(mesh, spec, host_array) -> jax.Array:
+def global_array(mesh, spec, host_array) -> jax.Array:
   """`host_array` (the same on every process) as one array over `mesh`, each process
   filling only its own devices' shards, so it works under multiple controllers."""
   host_array = np.asarray(host_array)
   return jax.make_array_from_callback(host_array.shape, NamedSharding(mesh, spec),
                                       lambda idx: host_array[idx])
+
+
+def population_inputs(keys, images, mesh: jax.sharding.Mesh) -> tuple[jax.Array, jax.Array]:
+  """The nets' key data and float32 images as arrays sharded over `mesh`'s nets axis,
+  the last net repeated to fill the mesh (`padded_size`). `images` is one (S, S, 3)
+  image for every key or (P, S, S, 3), one per key."""
+  keys = list(keys)
+  if not keys:
+    raise InputError("a population needs at least one key")
+  images = np.asarray(images, np.float32)
+  if images.ndim == 3:
+    images = np.broadcast_to(images, (len(keys),) + images.shape)
+  if images.ndim != 4 or len(images) != len(keys):
+    raise InputError(f"images must be one (S, S, 3) image or one per key, got shape "
+                     f"{images.shape} for {len(keys)} keys")
+  rows = np.minimum(np.arange(padded_size(len(keys), mesh)), len(keys) - 1)
+  key_data = np.stack([np.asarray(jax.random.key_data(k)) for k in keys])
+  nets = PartitionSpec(NETS)
+  return global_array(mesh, nets, key_data[rows]), global_array(mesh, nets, images[rows])
 
 
 class PopulationFunctions(NamedTuple):
@@ -337,22 +340,11 @@ def fit_population(keys, images, options: FitOptions, *,
   plateau and epoch only). Same call on every process under multiple controllers.
   """
   keys = list(keys)
-  if not keys:
-    raise InputError("a population needs at least one key")
-  images = np.asarray(images)
-  if images.ndim == 3:
-    images = np.broadcast_to(images, (len(keys),) + images.shape)
-  if images.ndim != 4 or len(images) != len(keys):
-    raise InputError(f"images must be one (S, S, 3) image or one per key, got shape "
-                     f"{images.shape} for {len(keys)} keys")
   mesh = population_mesh() if mesh is None else mesh
   fns = population_functions(options, mesh)
-  p, total = len(keys), padded_size(len(keys), mesh)
-  fill = [p - 1] * (total - p)
-  key_data = np.stack([np.asarray(jax.random.key_data(k)) for k in keys])[list(range(p)) + fill]
-  images = np.asarray(images, np.float32)[list(range(p)) + fill]
+  kd, im = population_inputs(keys, images, mesh)
+  p, total = len(keys), kd.shape[0]
   nets = PartitionSpec(NETS)
-  kd, im = _global(mesh, nets, key_data), _global(mesh, nets, images)
   ts, train, val = fns.init(kd, im)
   rule = Plateau(options.patience, options.rel_tol)
   plateaus = [rule.init() for _ in range(total)]
@@ -360,8 +352,8 @@ def fit_population(keys, images, options: FitOptions, *,
   reasons = [f"reached num_epochs={options.num_epochs}"] * total
   epochs = [0] * total
   for epoch in range(options.num_epochs):
-    ts, m, v = fns.epoch(ts, train, val, kd, im, _global(mesh, nets, done),
-                         _global(mesh, PartitionSpec(), np.int32(epoch)))
+    ts, m, v = fns.epoch(ts, train, val, kd, im, global_array(mesh, nets, done),
+                         global_array(mesh, PartitionSpec(), np.int32(epoch)))
     m, v = multihost_utils.process_allgather((m, v), tiled=True)
     for i in range(total):
       if done[i]:

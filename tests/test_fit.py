@@ -2,11 +2,12 @@ import jax
 import numpy as np
 import pytest
 
-from singleseg_jax import InputError, prepare_image
 from jax.sharding import PartitionSpec
 
-from singleseg_jax.fit import (NETS, FitOptions, _global, fit, fit_population, fit_seeds,
-                               init_state, population_functions, population_mesh)
+from singleseg_jax import InputError, prepare_image
+from singleseg_jax.fit import (NETS, FitOptions, fit, fit_population, fit_seeds, global_array,
+                               init_state, population_functions, population_inputs,
+                               population_mesh)
 from singleseg_jax.paper.layers import LAYER_CHOICES, uses_custom_vjp
 
 OPTIONS = FitOptions(in_channels=8, width=0.125, num_samples=60, batch_size=15, num_epochs=5,
@@ -60,14 +61,13 @@ def test_the_population_epoch_stays_on_each_device_and_donates_the_nets(image):
   mesh = population_mesh()
   fns = population_functions(opts, mesh)
   nets = PartitionSpec(NETS)
-  kd = _global(mesh, nets, np.stack([jax.random.key_data(jax.random.key(s)) for s in range(4)]))
-  im = _global(mesh, nets, np.broadcast_to(image.astype(np.float32), (4,) + image.shape))
+  kd, im = population_inputs([jax.random.key(s) for s in range(4)], image, mesh)
   ts, train, val = fns.init(kd, im)
   # Each net's pairs were made on the device that trains it: sharded over the nets.
   assert train.inputs.shape[0] == 4 and train.inputs.sharding.spec == nets
   assert {s.device for s in train.inputs.addressable_shards} == set(jax.devices())
-  args = (ts, train, val, kd, im, _global(mesh, nets, [False] * 4),
-          _global(mesh, PartitionSpec(), np.int32(0)))
+  args = (ts, train, val, kd, im, global_array(mesh, nets, [False] * 4),
+          global_array(mesh, PartitionSpec(), np.int32(0)))
   for fn, fn_args in ((fns.epoch, args), (fns.init, (kd, im))):
     hlo = fn.lower(*fn_args).compile().as_text()
     for op in ("all-reduce", "all-gather", "collective-permute", "all-to-all",
