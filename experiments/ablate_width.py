@@ -5,7 +5,8 @@ seeds per width, and writes DIR/ablation.{csv,md,json,png} (`singleseg_jax.ablat
 With --mask (the ground truth of the config's image, 255 object / 0 background / 128
 ignored, the image's own size) every net is also scored on simulated sloppy outlines
 by the evaluation's protocol: that tests the paper's claim that width helps
-validation but not the user's outlines.
+validation but not the user's outlines. SINGLESEG_COORDINATOR, SINGLESEG_NUM_PROCESSES
+and SINGLESEG_PROCESS_ID make it one process of several (`cli.initialize_distributed`).
 """
 from absl import flags
 from ml_collections import config_flags
@@ -20,10 +21,11 @@ flags.DEFINE_integer("seeds", 3, "Seeds per width.")
 flags.DEFINE_string("out", None, "Output directory.")
 flags.DEFINE_bool("compare_loop", False, "Also time the first width's seeds in a loop.")
 flags.DEFINE_enum("together", "auto", list(ablation.TOGETHER),
-                  "How the seeds of one width train: 'vmap' (stacked params, one vmapped "
-                  "epoch), 'loop' (one fit after another; the same results), 'auto': loop "
-                  "on CPU, where XLA runs the vmapped (grouped) convolutions slower than "
-                  "a loop, vmap elsewhere.")
+                  "How the seeds of one width train: 'vmap' (one population, sharded over "
+                  "all devices of all processes and vmapped within each), 'loop' (one fit "
+                  "after another, one process only; the same results), 'auto': loop on "
+                  "CPU, where XLA runs the vmapped (grouped) convolutions slower than a "
+                  "loop, vmap elsewhere or with several processes.")
 flags.DEFINE_string("mask", None, "Ground-truth mask of the config's image: adds the "
                     "sloppy-outline IoU of every net.")
 flags.DEFINE_list("eval_d_values", ["-4", "-2", "0", "2", "4", "6", "8"],
@@ -35,6 +37,7 @@ flags.mark_flags_as_required(["config", "out"])
 
 def main(argv):
   del argv
+  cli.initialize_distributed()
   settings = ablation.outline_settings(FLAGS.eval_d_values, FLAGS.eval_sigmas,
                                        FLAGS.eval_vertices) if FLAGS.mask else None
   lines = ablation.ablate(FLAGS.config, FLAGS.out, widths=FLAGS.widths, seeds=FLAGS.seeds,

@@ -1,9 +1,11 @@
-"""Entry-point plumbing: user errors end as one line on stderr and exit code 2; an
-optional re-exec with glibc allocator settings for speed runs."""
+"""Entry-point plumbing: user errors end as one line on stderr and exit code 2; joining
+JAX's multi-controller runtime from the environment; an optional re-exec with glibc
+allocator settings for speed runs."""
 import logging as std_logging
 import os
 import sys
 
+import jax
 from absl import app, flags
 from absl import logging as absl_logging
 
@@ -84,6 +86,39 @@ def run(main):
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
   app.call_after_init(lambda: _quiet_libraries(None))
   app.run(_guarded(main), flags_parser=_parse_flags)
+
+
+#: The environment that makes a main one process of several (`initialize_distributed`).
+COORDINATOR_ENV = "SINGLESEG_COORDINATOR"
+NUM_PROCESSES_ENV = "SINGLESEG_NUM_PROCESSES"
+PROCESS_ID_ENV = "SINGLESEG_PROCESS_ID"
+
+
+def initialize_distributed() -> bool:
+  """Joins JAX's multi-controller runtime when SINGLESEG_COORDINATOR is set; returns
+  whether it did. `host:port` (process 0's address) needs SINGLESEG_NUM_PROCESSES and
+  SINGLESEG_PROCESS_ID; `auto` lets JAX find all three (a TPU pod slice, SLURM, Open
+  MPI). Call it before anything touches a device. Across processes on CPU JAX 0.10
+  uses gloo collectives without being told."""
+  coordinator = os.environ.get(COORDINATOR_ENV, "")
+  if not coordinator:
+    return False
+  if coordinator == "auto":
+    try:
+      jax.distributed.initialize()
+    except ValueError as e:  # no cluster environment that JAX knows
+      raise InputError(f"{COORDINATOR_ENV}=auto: {str(e).splitlines()[0]}") from None
+    return True
+  try:
+    num, pid = int(os.environ[NUM_PROCESSES_ENV]), int(os.environ[PROCESS_ID_ENV])
+  except (KeyError, ValueError):
+    raise InputError(f"{COORDINATOR_ENV}={coordinator} needs integer {NUM_PROCESSES_ENV} and "
+                     f"{PROCESS_ID_ENV}") from None
+  if not (num >= 1 and 0 <= pid < num) or ":" not in coordinator:
+    raise InputError(f"{COORDINATOR_ENV} must be host:port, {PROCESS_ID_ENV} in "
+                     f"[0, {NUM_PROCESSES_ENV}); got {coordinator}, {pid} of {num}")
+  jax.distributed.initialize(coordinator, num, pid)
+  return True
 
 
 #: glibc settings for `reexec_with_malloc_env`. XLA:CPU allocates a large temporary

@@ -3,8 +3,8 @@ optionally scored on simulated sloppy outlines), and the same question across im
 
 The paper widened its net for the car (in_channels 512, every hidden width doubled);
 here the width multiplier scales in_channels with it: in_channels = round(256 * width).
-The seeds of one width train one after another (`fit`) or together (`fit_seeds`:
-stacked params, one vmapped epoch); both give the same nets.
+The seeds of one width train one after another (`fit`) or together (`fit_seeds`: a
+population spread over all devices and vmapped within each); both give the same nets.
 
 Across images, `load_runs` reads one ablation output per image, made with the same
 widths and seeds, and `summary_markdown` answers per width and per pair of
@@ -19,14 +19,16 @@ import os
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import logging
+from jax.experimental import multihost_utils
+from jax.sharding import PartitionSpec
 
 from singleseg_jax import figures, run, tables
 from singleseg_jax.errors import InputError
 from singleseg_jax.evaluation import protocol
-from singleseg_jax.fit import fit, fit_seeds, init_state, population_epoch, stack_states
+from singleseg_jax.fit import (NETS, fit, fit_seeds, global_array, init_state,
+                               population_functions, population_inputs, population_mesh)
 from singleseg_jax.paper.model import count_params
 from singleseg_jax.progress import Progress
 from singleseg_jax.tables import fmt, markdown_table, mean_ci, read_csv
@@ -51,10 +53,16 @@ def outline_settings(d_values, sigmas, vertices: int) -> list[protocol.Setting]:
 
 
 def seeds_together(together: str) -> bool:
-  """Whether the seeds of a width train together (vmap): 'auto' does so off the CPU,
-  where XLA:CPU runs the vmapped (grouped) convolutions slower than a loop."""
+  """Whether the seeds of a width train together (a population): 'auto' does so off
+  the CPU, where XLA:CPU runs the vmapped (grouped) convolutions slower than a loop,
+  and always with several processes."""
   if together not in TOGETHER:
     raise InputError(f"together must be one of {TOGETHER}, got {together!r}")
+  if jax.process_count() > 1:  # a loop would fit every seed on every process
+    if together == "loop":
+      raise InputError("--together=loop runs on one process only: with several, the seeds "
+                       "train as one population (vmap)")
+    return True
   if together == "auto":
     return jax.default_backend() != "cpu"
   return together == "vmap"
@@ -99,27 +107,43 @@ def run_width(config, image, width: float, seeds: int, together: bool):
   return rows, options, keys, seconds, states
 
 
+SCORES = ("iou_full", "bf_full", "outlines")
+
+
 def score_outlines(case, states, seed: int, settings, variant: str) -> list[dict]:
-  """Sloppy-outline IoU and boundary F of each net on `case` (one dict per net)."""
+  """Sloppy-outline IoU and boundary F of each net on `case` (one dict per net, SCORES).
+
+  With several processes each scores its share of the nets (every process holds all
+  final states) and the scores are gathered, so every process returns all of them."""
   opts = protocol.options(variant)
-  return [protocol.mean_net_iou(
-      case, protocol.NetRunner(st.train, case.prep.image, seed), settings, opts)
-      for st in states]
+  procs, me = jax.process_count(), jax.process_index()
+  scores = np.zeros((len(states), len(SCORES)))
+  for i in range(me, len(states), procs):
+    sc = protocol.mean_net_iou(case, protocol.NetRunner(states[i].train, case.prep.image, seed),
+                               settings, opts)
+    scores[i] = [sc[k] for k in SCORES]
+  if procs > 1:  # each net's row was filled by one process, the others left zeros
+    scores = multihost_utils.process_allgather(scores).sum(axis=0)
+  return [{"iou_full": float(r[0]), "bf_full": float(r[1]), "outlines": int(r[2])}
+          for r in scores]
 
 
 def epoch_seconds(keys, image, options, repeats: int = 3) -> dict:
-  """Steady-state seconds per epoch for all seeds: one vmapped call vs a Python loop."""
+  """Steady-state seconds per epoch for all seeds: one population epoch (sharded and
+  vmapped, as `fit_seeds` trains) vs a Python loop of single-net epochs."""
+  mesh = population_mesh()
+  fns = population_functions(options, mesh)
+  kd, im = population_inputs(keys, image, mesh)
+  pop = list(fns.init(kd, im))
+  frozen = global_array(mesh, PartitionSpec(NETS), np.zeros(kd.shape[0], bool))
+  epoch = global_array(mesh, PartitionSpec(), np.int32(0))
   states = [init_state(k, options) for k in keys]
-  paper = options.variant_impl
-  data = [paper.fixed_data(k, image, options)[0] for k in keys]
-  stacked, stacked_data = stack_states(states), jax.tree.map(lambda *a: jnp.stack(a), *data)
-  bs = options.batch_size
-  vm = population_epoch(bs)
-  one = jax.jit(lambda st, d, k: epoch_update(st, d, k, batch_size=bs))
-  shuffle = jnp.stack(keys)
+  data = [options.variant_impl.fixed_data(k, image, options)[0] for k in keys]
+  one = jax.jit(lambda st, d, k: epoch_update(st, d, k, batch_size=options.batch_size))
 
-  def time_vmap():
-    return jax.block_until_ready(vm(stacked, stacked_data, shuffle))
+  def time_vmap():  # the states are donated: carry the new ones on
+    pop[0], m, _ = fns.epoch(pop[0], pop[1], pop[2], kd, im, frozen, epoch)
+    return jax.block_until_ready(m)
 
   def time_loop():
     return jax.block_until_ready([one(s, d, k) for s, d, k in zip(states, data, keys)])
@@ -164,11 +188,12 @@ def width_markdown(rows: list[dict], widths, case_note: str = "", timing: dict =
 def ablate(config, out: str, *, widths, seeds: int, together: str = "auto",
            mask: str | None = None, settings=None, compare_loop: bool = False) -> list[str]:
   """The width ablation of the config's image, written to `out`: ablation.csv (one row per
-  width x seed), ablation.md (means per width), ablation.json (config, timing) and
-  ablation.png (best val MSE, and IoU with `mask`, against parameters). With `mask`
-  (the image's ground truth) every net is scored on the outlines of `settings`; with
-  `compare_loop` the first width is also timed as one vmapped epoch against a loop.
-  Returns the lines of ablation.md."""
+  width x seed), ablation.md (means per width), ablation.json (config, timing, process
+  and device counts) and ablation.png (best val MSE, and IoU with `mask`, against
+  parameters). With `mask` (the image's ground truth) every net is scored on the
+  outlines of `settings`; with `compare_loop` the first width is also timed as one
+  vmapped epoch against a loop. Under several processes every one makes this call and
+  process 0 writes. Returns the lines of ablation.md."""
   try:
     widths = [float(w) for w in widths]
   except ValueError:
@@ -183,7 +208,8 @@ def ablate(config, out: str, *, widths, seeds: int, together: str = "auto",
     case = protocol.load_case("image", config.image, mask, config, config.crop)
     if case.full.object.mean() < protocol.MIN_OBJECT_FRACTION:
       raise InputError(f"--mask: the {config.crop} crop keeps under 1% object")
-  os.makedirs(out, exist_ok=True)
+  if jax.process_index() == 0:
+    os.makedirs(out, exist_ok=True)
   rows, timing = [], {}
   progress = Progress(len(widths))
   for i, w in enumerate(widths):
@@ -191,7 +217,7 @@ def ablate(config, out: str, *, widths, seeds: int, together: str = "auto",
     if case is not None:
       for row, sc in zip(got, score_outlines(case, states, config.seed, settings,
                                              options.variant)):
-        row.update(iou_full=sc["iou_full"], bf_full=sc["bf_full"], outlines=sc["outlines"])
+        row.update(sc)
     rows += got
     progress.update(i + 1)
     logging.info("width %g: %d params, best val mse %s, %s%.1f s for %d seeds; widths %s", w,
@@ -209,10 +235,13 @@ def ablate(config, out: str, *, widths, seeds: int, together: str = "auto",
             f"(d in {ds} px, sigma in {sigmas} px, {settings[0].vertices} vertices), full "
             "resolution, band ignored.")
   lines = width_markdown(rows, widths, note, timing)
+  if jax.process_index() != 0:  # every process holds every row: one writes them
+    return lines
   tables.write_csv(os.path.join(out, "ablation.csv"), rows)
   tables.atomic_write(os.path.join(out, "ablation.md"), "\n".join(lines) + "\n")
   tables.atomic_write(os.path.join(out, "ablation.json"), json.dumps(
-      {"config": json.loads(config.to_json_best_effort()), "timing": timing}))
+      {"config": json.loads(config.to_json_best_effort()), "timing": timing,
+       "processes": jax.process_count(), "devices": jax.device_count()}))
   figures.scatter_by_group(rows, "params", ["best_val_mse"] + (["iou_full"] if case else []),
                            "width", os.path.join(out, "ablation.png"), logx=True)
   return lines

@@ -14,6 +14,13 @@ always was); when the rule stops inside a block, or a loss stops being finite, t
 block's first epochs are run again up to that point, which the key schedule makes
 exact. So every `epochs_per_sync` gives the same parameters and the same stopping
 epoch; larger blocks sync, log and checkpoint less often.
+
+A population (`fit_population`) is P paper nets of one shape (seeds, or images of one
+size) under one set of options: spread over a 1-D mesh axis `nets` of all devices
+(`jax.shard_map`) and vmapped within each, with every net's pairs made on its own
+device from its own key, and no traffic between devices. It syncs once per epoch, so
+each net's plateau rule sees every epoch without reruns of a block; the result is
+each net's `fit()`.
 """
 from __future__ import annotations
 
@@ -23,6 +30,9 @@ from typing import Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax.experimental import multihost_utils
+from jax.sharding import NamedSharding, PartitionSpec
 
 from singleseg_jax import variants
 from singleseg_jax.errors import InputError
@@ -227,83 +237,152 @@ def fit(key: jax.Array, image, options: FitOptions, *, resume: Optional[FitState
   return state, f"reached num_epochs={options.num_epochs}"
 
 
-def _stack(trees):
-  return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+#: The mesh axis a population's nets are spread over.
+NETS = "nets"
 
 
-def stack_states(states: list[TrainState]) -> TrainState:
-  """One TrainState whose arrays have a leading axis over `states` (for jax.vmap)."""
-  return states[0].replace(step=_stack([s.step for s in states]),
-                           params=_stack([s.params for s in states]),
-                           opt_state=_stack([s.opt_state for s in states]))
+def population_mesh(devices=None) -> jax.sharding.Mesh:
+  """A 1-D mesh over `devices` (default: every device of every process) named NETS."""
+  devices = jax.devices() if devices is None else list(devices)
+  return jax.sharding.Mesh(np.array(devices), (NETS,))
 
 
-def population_epoch(batch_size: int):
-  """`epoch_update` of a population: jit(vmap) over stacked states, data and keys."""
-  return jax.jit(jax.vmap(lambda st, d, k: epoch_update(st, d, k, batch_size=batch_size)))
+def padded_size(num_nets: int, mesh: jax.sharding.Mesh) -> int:
+  """`num_nets` rounded up to a multiple of the mesh's devices (each holds as many)."""
+  d = mesh.devices.size
+  return -(-num_nets // d) * d
 
 
-def fit_seeds(keys, image, options: FitOptions,
-              on_epoch: Optional[Callable[[int, FitState, dict], None]] = None
-              ) -> tuple[list[FitState], list[str]]:
-  """Fits one net per key, all together: params stacked and the epoch `jax.vmap`-ed.
+def global_array(mesh, spec, host_array) -> jax.Array:
+  """`host_array` (the same on every process) as one array over `mesh`, each process
+  filling only its own devices' shards, so it works under multiple controllers."""
+  host_array = np.asarray(host_array)
+  return jax.make_array_from_callback(host_array.shape, NamedSharding(mesh, spec),
+                                      lambda idx: host_array[idx])
 
-  Each net sees exactly the data, shuffles and stopping epoch that `fit(key, ...)`
-  would give it: a net that has converged is frozen (its update is discarded) while the
-  others go on, and the loop ends when all have stopped. `on_epoch(i, state, record)`
-  runs for every net still training. Returns the per-key final states and reasons.
-  """
+
+def population_inputs(keys, images, mesh: jax.sharding.Mesh) -> tuple[jax.Array, jax.Array]:
+  """The nets' key data and float32 images as arrays sharded over `mesh`'s nets axis,
+  the last net repeated to fill the mesh (`padded_size`). `images` is one (S, S, 3)
+  image for every key or (P, S, S, 3), one per key."""
   keys = list(keys)
   if not keys:
-    raise InputError("fit_seeds needs at least one key")
+    raise InputError("a population needs at least one key")
+  images = np.asarray(images, np.float32)
+  if images.ndim == 3:
+    images = np.broadcast_to(images, (len(keys),) + images.shape)
+  if images.ndim != 4 or len(images) != len(keys):
+    raise InputError(f"images must be one (S, S, 3) image or one per key, got shape "
+                     f"{images.shape} for {len(keys)} keys")
+  rows = np.minimum(np.arange(padded_size(len(keys), mesh)), len(keys) - 1)
+  key_data = np.stack([np.asarray(jax.random.key_data(k)) for k in keys])
+  nets = PartitionSpec(NETS)
+  return global_array(mesh, nets, key_data[rows]), global_array(mesh, nets, images[rows])
+
+
+class PopulationFunctions(NamedTuple):
+  """The sharded programs of a population: each maps the nets' axis over the mesh
+  (shard_map) and vmaps it inside a device; nothing crosses devices."""
+  init: Callable   # (key data (P, k), images (P, S, S, 3)) -> (states, train, val)
+  epoch: Callable  # (states, train, val, key data, images, frozen (P,), epoch) ->
+                   #   (states, train metrics, val metrics); states donated
+
+
+def population_functions(options: FitOptions, mesh: jax.sharding.Mesh) -> PopulationFunctions:
+  """The jitted, sharded init (fresh nets and each net's fixed pairs, made on its own
+  device from its own key) and epoch of a paper-variant population under `options`."""
   paper = options.variant_impl
   if not isinstance(paper, variants.Paper):
-    raise InputError(f"fit_seeds fits the {variants.Paper.name} variant only")
-  rule = Plateau(options.patience, options.rel_tol)
-  inits = [init_state(k, options) for k in keys]
-  data = [paper.fixed_data(k, image, options) for k in keys]
-  template = inits[0]
-  ts = stack_states(inits)
-  train = _stack([d[0] for d in data])
-  val = _stack([d[1] for d in data])
+    raise InputError(f"populations fit the {variants.Paper.name} variant only")
   bs = options.batch_size
-  step = population_epoch(bs)
-  score = jax.jit(jax.vmap(lambda st, d: evaluate_loss(st, d, batch_size=bs)))
-  fresh = jax.jit(jax.vmap(lambda k: make_pairs(k, jnp.asarray(image, jnp.float32),
-                                                len(data[0][0]), options.in_channels)))
-  plateaus = [rule.init() for _ in keys]
-  done = [False] * len(keys)
-  reasons = [f"reached num_epochs={options.num_epochs}"] * len(keys)
-  epochs = [0] * len(keys)
+  n_train = num_train(options.num_samples, options.train_fraction)
+  nets, rep = PartitionSpec(NETS), PartitionSpec()
+
+  def init_one(kd, image):
+    key = jax.random.wrap_key_data(kd)
+    return (init_state(key, options), *paper.fixed_data(key, image, options))
+
+  def epoch_one(ts, train, val, kd, image, frozen, epoch):
+    key = jax.random.wrap_key_data(kd)
+    if options.fresh_data:  # the same pairs `Paper.epochs` draws for this epoch
+      train = make_pairs(variants.fresh_key(key, epoch), image, n_train, options.in_channels)
+    new, m = epoch_update(ts, train, variants.shuffle_key(key, epoch), batch_size=bs)
+    v = evaluate_loss(new, val, batch_size=bs)
+    # A converged net keeps its state: the others go on without it moving.
+    new = jax.tree.map(lambda old, upd: jnp.where(frozen, old, upd), ts, new)
+    return new, m, v
+
+  def sharded(fn, in_specs):
+    return jax.shard_map(jax.vmap(fn, in_axes=tuple(0 if s == nets else None
+                                                    for s in in_specs)),
+                         mesh=mesh, in_specs=in_specs, out_specs=nets)
+
+  init = jax.jit(sharded(init_one, (nets, nets)))
+  epoch = jax.jit(sharded(epoch_one, (nets,) * 6 + (rep,)), donate_argnums=(0,))
+  return PopulationFunctions(init, epoch)
+
+
+def fit_population(keys, images, options: FitOptions, *,
+                   mesh: Optional[jax.sharding.Mesh] = None,
+                   on_epoch: Optional[Callable[[int, FitState, dict], None]] = None
+                   ) -> tuple[list[FitState], list[str]]:
+  """Fits one net per (key, image) all at once; returns the per-net final states and
+  why each stopped, as `fit(key, image, options)` would give them.
+
+  `images` is one (S, S, 3) image for every net or (P, S, S, 3), one per key. The nets
+  are spread over `mesh` (default: all devices of all processes; see
+  `population_mesh`) and vmapped within a device; when P is not a multiple of the
+  device count the last net is repeated to fill the mesh and the copies are dropped
+  (a copy stops when its original does, so it never lengthens the run). Every epoch
+  the host reads all nets' metrics (gathered from every process) and applies the
+  plateau rule per net; a converged net is frozen while the others go on.
+  `on_epoch(i, state, record)` runs for every net still training (state holds the
+  plateau and epoch only). Same call on every process under multiple controllers.
+  """
+  keys = list(keys)
+  mesh = population_mesh() if mesh is None else mesh
+  fns = population_functions(options, mesh)
+  kd, im = population_inputs(keys, images, mesh)
+  p, total = len(keys), kd.shape[0]
+  nets = PartitionSpec(NETS)
+  ts, train, val = fns.init(kd, im)
+  rule = Plateau(options.patience, options.rel_tol)
+  plateaus = [rule.init() for _ in range(total)]
+  done = [False] * total
+  reasons = [f"reached num_epochs={options.num_epochs}"] * total
+  epochs = [0] * total
   for epoch in range(options.num_epochs):
-    if options.fresh_data:
-      train = fresh(jnp.stack([variants.fresh_key(k, epoch) for k in keys]))
-    shuffle = jnp.stack([variants.shuffle_key(k, epoch) for k in keys])
-    new, m = step(ts, train, shuffle)
-    v = score(new, val)
-    frozen = jnp.asarray(done)
-    ts = jax.tree.map(lambda old, upd: jnp.where(
-        frozen.reshape((-1,) + (1,) * (upd.ndim - 1)), old, upd), ts, new)
-    m, v = jax.device_get((m, v))
-    for i in range(len(keys)):
+    ts, m, v = fns.epoch(ts, train, val, kd, im, global_array(mesh, nets, done),
+                         global_array(mesh, PartitionSpec(), np.int32(epoch)))
+    m, v = multihost_utils.process_allgather((m, v), tiled=True)
+    for i in range(total):
       if done[i]:
         continue
       try:
         record = epoch_record(epoch + 1, {k: x[i] for k, x in m.items()},
                               {k: x[i] for k, x in v.items()})
       except TrainingDiverged as e:
-        raise TrainingDiverged(f"seed {i}: {e}") from None
+        raise TrainingDiverged(f"net {i}: {e}") from None
       plateaus[i], converged = rule.update(plateaus[i], record["val_loss"])
       epochs[i] = epoch + 1
-      if on_epoch is not None:
+      if on_epoch is not None and i < p:
         on_epoch(i, FitState(None, plateaus[i], epochs[i]), record)
       if converged:
         done[i], reasons[i] = True, converged_reason(options)
     if all(done):
       break
+  arrays = multihost_utils.process_allgather((ts.step, ts.params, ts.opt_state), tiled=True)
   states = []
-  for i in range(len(keys)):
-    one = jax.tree.map(lambda a: a[i], (ts.step, ts.params, ts.opt_state))
-    states.append(FitState(template.replace(step=one[0], params=one[1], opt_state=one[2]),
+  for i in range(p):
+    step, params, opt_state = jax.tree.map(lambda a: jnp.asarray(a[i]), arrays)
+    states.append(FitState(ts.replace(step=step, params=params, opt_state=opt_state),
                            plateaus[i], epochs[i]))
-  return states, reasons
+  return states, reasons[:p]
+
+
+def fit_seeds(keys, image, options: FitOptions,
+              on_epoch: Optional[Callable[[int, FitState, dict], None]] = None
+              ) -> tuple[list[FitState], list[str]]:
+  """Fits one net per key to `image`, all together (`fit_population`); returns the
+  per-key final states and reasons, each as `fit(key, image, options)` gives them."""
+  return fit_population(keys, image, options, on_epoch=on_epoch)

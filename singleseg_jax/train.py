@@ -134,7 +134,7 @@ def epoch_update(state: TrainState, data: Dataset, key: jax.Array, *,
 
 
 #: `epoch_update`, jitted (the state is donated). vmap `epoch_update` itself to train
-#: several nets at once (`fit.population_epoch`).
+#: several nets at once (`fit.population_functions`).
 train_epoch = jax.jit(epoch_update, static_argnames=("batch_size",), donate_argnums=0)
 
 

@@ -2,8 +2,12 @@ import jax
 import numpy as np
 import pytest
 
+from jax.sharding import PartitionSpec
+
 from singleseg_jax import InputError, prepare_image
-from singleseg_jax.fit import FitOptions, fit, fit_seeds, init_state
+from singleseg_jax.fit import (NETS, FitOptions, fit, fit_population, fit_seeds, global_array,
+                               init_state, population_functions, population_inputs,
+                               population_mesh)
 from singleseg_jax.paper.layers import LAYER_CHOICES, uses_custom_vjp
 
 OPTIONS = FitOptions(in_channels=8, width=0.125, num_samples=60, batch_size=15, num_epochs=5,
@@ -25,15 +29,59 @@ def test_fit_is_deterministic_and_resumable(image):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
-def test_vmapped_seeds_equal_individual_fits(image):
-  keys = [jax.random.key(s) for s in (0, 1, 2)]
-  together, reasons = fit_seeds(keys, image, OPTIONS)
-  for k, st, reason in zip(keys, together, reasons):
-    alone, why = fit(k, image, OPTIONS)
+def _assert_each_net_is_its_own_fit(keys, images, options, together, reasons):
+  for k, im, st, reason in zip(keys, images, together, reasons):
+    alone, why = fit(k, im, options)
     assert (st.epoch, reason) == (alone.epoch, why)
     assert st.plateau.best == pytest.approx(alone.plateau.best, rel=1e-4)
     for a, b in zip(jax.tree.leaves(st.train.params), jax.tree.leaves(alone.train.params)):
       np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
+
+
+def test_a_population_of_seeds_equals_individual_fits(image):
+  # Three nets on the conftest's two devices: the mesh is filled with a copy of the last.
+  assert jax.device_count() == 2
+  keys = [jax.random.key(s) for s in (0, 1, 2)]
+  together, reasons = fit_seeds(keys, image, OPTIONS)
+  assert len(together) == 3
+  _assert_each_net_is_its_own_fit(keys, [image] * 3, OPTIONS, together, reasons)
+
+
+def test_a_population_of_images_with_fresh_data_equals_individual_fits(image):
+  opts = FitOptions(**{**OPTIONS.__dict__, "fresh_data": True, "num_epochs": 3})
+  keys = [jax.random.key(5), jax.random.key(5)]
+  images = np.stack([image, image[::-1, ::-1]])  # same size, other content
+  together, reasons = fit_population(keys, images, opts)
+  _assert_each_net_is_its_own_fit(keys, images, opts, together, reasons)
+  assert not np.allclose(*(np.asarray(jax.tree.leaves(s.train.params)[0]) for s in together))
+
+
+def test_the_population_epoch_stays_on_each_device_and_donates_the_nets(image):
+  opts = FitOptions(**{**OPTIONS.__dict__, "fresh_data": True})
+  mesh = population_mesh()
+  fns = population_functions(opts, mesh)
+  nets = PartitionSpec(NETS)
+  kd, im = population_inputs([jax.random.key(s) for s in range(4)], image, mesh)
+  ts, train, val = fns.init(kd, im)
+  # Each net's pairs were made on the device that trains it: sharded over the nets.
+  assert train.inputs.shape[0] == 4 and train.inputs.sharding.spec == nets
+  assert {s.device for s in train.inputs.addressable_shards} == set(jax.devices())
+  args = (ts, train, val, kd, im, global_array(mesh, nets, [False] * 4),
+          global_array(mesh, PartitionSpec(), np.int32(0)))
+  for fn, fn_args in ((fns.epoch, args), (fns.init, (kd, im))):
+    hlo = fn.lower(*fn_args).compile().as_text()
+    for op in ("all-reduce", "all-gather", "collective-permute", "all-to-all",
+               "reduce-scatter"):
+      assert op not in hlo
+  fns.epoch(*args)
+  assert all(leaf.is_deleted() for leaf in jax.tree.leaves(ts))
+
+
+def test_a_population_needs_one_image_or_one_per_key(image):
+  with pytest.raises(InputError, match="one per key"):
+    fit_population([jax.random.key(0)] * 3, np.stack([image, image]), OPTIONS)
+  with pytest.raises(InputError, match="paper"):
+    fit_population([jax.random.key(0)], image, FitOptions(variant="snap"))
 
 
 def test_fresh_data_changes_training_pairs(image):
