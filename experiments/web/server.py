@@ -2,19 +2,25 @@
 
 Routes (everything else is 404; nothing is ever read from a path the client names):
   GET  /                 the page; /static/app.js and /static/style.css its code
-  GET  /api/status       {"state": "training"|"ready"|"error", epochs, history, eta_s, ...}
+  GET  /api/status       {"state": "training"|"ready"|"error", epochs, history, eta_s,
+                         and once ready "photo" (its size and crop), "variant", "hybrid"}
   GET  /api/image.png    the 100x100 image;  GET /api/thumbnail.png  its 10x10 thumbnail
-  POST /api/segment      {"polygon": [[x, y], ...]} in the 100x100 frame ->
-                         {"row", "mask", "cutout"} as PNG data URLs, plus "cutout_full"
-                         (the net + GrabCut hybrid at the crop's full resolution) where
-                         the variant allows it and OpenCV is installed
-Bad requests get 4xx with {"error": "..."}: bodies over MAX_BODY bytes (413), bad JSON
-or polygons (400), segmentation before the net is ready (409).
+  GET  /api/photo.png    the whole photo, scaled to fit PHOTO_SIDE (what the page draws on)
+  POST /api/segment      {"polygon": [[x, y], ...], "strokes": [{"mode": "add"|"remove",
+                         "points": [[x, y], ...]}, ...]} in the 100x100 frame of the crop
+                         (strokes optional) -> {"row", "mask", "cutout"} (the net's
+                         100x100 answer) and "mask_full", "cutout_full" (the corrected
+                         answer at the original photo's resolution, zero outside the
+                         crop) as PNG data URLs; "method" says which answer that is
+Bad requests get 4xx with {"error": "..."}: bodies over MAX_BODY bytes (413), bad JSON,
+polygons or strokes (400), an answer that cuts out nothing (422), segmentation before
+the net is ready (409).
 """
 from __future__ import annotations
 
 import base64
 import errno
+import hashlib
 import http.server
 import io
 import json
@@ -40,9 +46,12 @@ STATIC_FILES = {"/": ("index.html", "text/html; charset=utf-8"),
                 "/static/style.css": ("style.css", "text/css; charset=utf-8")}
 MAX_BODY = 256 * 1024
 MAX_POINTS = 5000
+MAX_STROKES = 200
+PHOTO_SIDE = 1024  # the longest side of the photo the page draws on (the canvas' pixels)
 READ_TIMEOUT = 30  # seconds a connection may sit idle mid-request
 ALLOWED = {"/api/segment": "POST"}
-GET_PATHS = {*STATIC_FILES, "/api/status", "/api/image.png", "/api/thumbnail.png"}
+GET_PATHS = {*STATIC_FILES, "/api/status", "/api/image.png", "/api/thumbnail.png",
+             "/api/photo.png"}
 
 
 def png_bytes(array: np.ndarray) -> bytes:
@@ -57,23 +66,67 @@ def data_url(array: np.ndarray) -> str:
   return "data:image/png;base64," + base64.b64encode(png_bytes(array)).decode()
 
 
-def parse_outline(body: bytes, side: int) -> np.ndarray:
-  """The request's polygon as a side x side bool mask, by the outline rule every front
-  end shares (`cutouts.outline_mask`); InputError for anything unusable."""
+def _points(points, what: str, least: int) -> np.ndarray:
+  """(K, 2) float points from JSON, least <= K <= MAX_POINTS; InputError otherwise."""
+  if not isinstance(points, list) or not least <= len(points) <= MAX_POINTS:
+    raise InputError(f"{what} must be a list of {least} to {MAX_POINTS} [x, y] points")
+  try:
+    arr = np.asarray(points, np.float64)
+  except (TypeError, ValueError, OverflowError):
+    raise InputError(f"{what} points must be [x, y] numbers") from None
+  if arr.ndim != 2 or arr.shape[1] != 2:
+    raise InputError(f"{what} points must be [x, y] numbers")
+  return arr
+
+
+def _body(body: bytes) -> dict:
   try:
     data = json.loads(body)
   except (ValueError, UnicodeDecodeError, RecursionError):
     raise InputError("body is not JSON (or nested too deep)") from None
-  points = data.get("polygon") if isinstance(data, dict) else None
-  if not isinstance(points, list) or not 3 <= len(points) <= MAX_POINTS:
-    raise InputError(f"'polygon' must be a list of 3 to {MAX_POINTS} [x, y] points")
+  if not isinstance(data, dict):
+    raise InputError("body must be a JSON object with a 'polygon'")
+  return data
+
+
+def parse_outline(body: bytes, side: int) -> np.ndarray:
+  """The request's polygon as a side x side bool mask, by the outline rule every front
+  end shares (`cutouts.outline_mask`); InputError for anything unusable."""
+  return _outline(_body(body), side)
+
+
+def _outline(data: dict, side: int) -> np.ndarray:
   try:
-    arr = np.asarray(points, np.float64)
-  except (TypeError, ValueError, OverflowError):
-    raise InputError("polygon points must be [x, y] numbers") from None
-  if arr.ndim != 2 or arr.shape[1] != 2:
-    raise InputError("polygon points must be [x, y] numbers")
-  return cutouts.outline_mask(arr, side, "polygon")
+    return cutouts.outline_mask(_points(data.get("polygon"), "'polygon'", 3), side, "polygon")
+  except InputError as e:
+    if "encloses no pixel" in str(e):  # a tap, a tiny loop or a straight line
+      raise InputError("the outline encloses nothing: draw a closed loop around the "
+                       "object") from None
+    raise
+
+
+def parse_request(body: bytes, side: int) -> tuple[np.ndarray, list]:
+  """(outline mask, [(mode, (K, 2) points), ...] strokes) of a segment request, strokes
+  checked to lie in the side x side frame; InputError for anything unusable."""
+  data = _body(body)
+  outline = _outline(data, side)
+  raw = data.get("strokes", [])
+  if not isinstance(raw, list) or len(raw) > MAX_STROKES:
+    raise InputError(f"'strokes' must be a list of at most {MAX_STROKES} strokes")
+  strokes = []
+  for s in raw:
+    mode = s.get("mode") if isinstance(s, dict) else None
+    if mode not in cutouts.STROKE_MODES:
+      raise InputError(f"each stroke needs a 'mode' of {cutouts.STROKE_MODES} and 'points'")
+    pts = _points(s.get("points"), "a stroke's 'points'", 1)
+    if not np.isfinite(pts).all() or (pts < 0).any() or (pts > side).any():
+      raise InputError(f"stroke points must lie in the {side}x{side} frame")
+    strokes.append((mode, pts))
+  return outline, strokes
+
+
+class EmptyAnswer(InputError):
+  """An outline the server accepted whose answer holds no pixel (422, not an empty file)."""
 
 
 class App:
@@ -86,6 +139,8 @@ class App:
     self.error: Optional[str] = None
     self.lock = threading.Lock()
     self.model = self.image = self.thumbnail = self.original = self.crop_box = None
+    self.photo_png: Optional[bytes] = None
+    self.hybrid, self.variant = False, None
     self.started = time.time()
     self.requests = 0
 
@@ -118,16 +173,21 @@ class App:
   def _load(self) -> None:
     config, state, image, info = run.load_run(self.workdir)
     self.config, self.model, self.image = config, state, image
-    self.original, self.crop_box = None, info.get("crop_box")
-    variant = variants.get(config.get("variant", variants.DEFAULT))
-    ok, why = cutouts.can_refine(variant)
-    if ok:
-      try:
-        self.original = load_image(info["image"])
-      except InputError as e:
-        why = str(e)
-    if self.original is None and variant.refinable:
-      logging.info("no full-resolution net + GrabCut cut-outs on the page: %s", why)
+    self.variant = variants.get(config.get("variant", variants.DEFAULT))
+    try:
+      self.original, self.crop_box = load_image(info["image"]), info["crop_box"]
+    except (InputError, KeyError) as e:  # the photo moved: the run's own square stands in
+      logging.warning("the page shows the run's %dx%d image: %s", self.side, self.side, e)
+      self.original, self.crop_box = image, [0, 0, self.side]
+    self.hybrid, why = cutouts.can_refine(self.variant)
+    if not self.hybrid and self.variant.refinable:
+      logging.info("no net + GrabCut hybrid on the page: %s", why)
+    h, w = self.original.shape[:2]
+    small = Image.fromarray(self.original)
+    if max(h, w) > PHOTO_SIDE:
+      small = small.resize((round(w * PHOTO_SIDE / max(h, w)), round(h * PHOTO_SIDE / max(h, w))),
+                           Image.LANCZOS)
+    self.photo_png = png_bytes(np.asarray(small))
     self.thumbnail = np.asarray(Image.open(os.path.join(self.workdir, "thumbnail.png")).convert("RGB"))
     self.state = "ready"
 
@@ -136,32 +196,52 @@ class App:
     history = run.read_metrics(self.workdir)
     total = self.config.num_epochs if self.config is not None else None
     secs = [r.get("seconds", 0) for r in history[-10:]]
-    eta = (sum(secs) / len(secs)) * (total - len(history)) if secs and total else None
-    return {"state": self.state, "error": self.error, "epoch": len(history),
-            "num_epochs": total, "eta_s": eta if self.state == "training" else 0,
-            "history": [{"epoch": r["epoch"], "train_loss": r["train_loss"],
-                         "val_loss": r["val_loss"]} for r in history]}
+    per_epoch = sum(secs) / len(secs) if secs else None
+    eta = per_epoch * (total - len(history)) if per_epoch is not None and total else None
+    out = {"state": self.state, "error": self.error, "epoch": len(history),
+           "num_epochs": total, "eta_s": eta if self.state == "training" else 0,
+           "seconds_per_epoch": per_epoch,
+           "history": [{"epoch": r["epoch"], "train_loss": r["train_loss"],
+                        "val_loss": r["val_loss"]} for r in history]}
+    if self.state == "ready":
+      top, left, crop = self.crop_box
+      out.update(photo={"width": self.original.shape[1], "height": self.original.shape[0],
+                        "crop": {"top": top, "left": left, "side": crop}},
+                 side=self.side, variant=self.variant.name, hybrid=self.hybrid,
+                 run=hashlib.sha1(os.path.abspath(self.workdir).encode()).hexdigest()[:12])
+    return out
 
   @property
   def side(self) -> int:
     """The side of the run's square image (the frame of the page's polygons)."""
     return self.image.shape[0]
 
-  def segment(self, outline: np.ndarray) -> dict:
-    """The answer to one outline mask: PNG data URLs of the row, mask and cut-outs."""
+  def segment(self, outline: np.ndarray, strokes=()) -> dict:
+    """The answer to one outline mask and its correction strokes: PNG data URLs of the
+    net's row, mask and cut-out, and of the corrected mask and RGBA cut-out at the
+    original photo's resolution (the page shows and downloads exactly these)."""
     with self.lock:
       self.requests += 1
-      key = jax.random.key(self.requests)
-      res = segment(self.model, self.image, outline, key)
+      # One key for every request: the same outline and strokes give the same answer,
+      # so an undo brings back exactly the mask that was shown before.
+      res = segment(self.model, self.image, outline, jax.random.key(0))
     batched = Segmentation(*(None if a is None else a[None] for a in res))
     r = cutouts.render(self.image, outline, batched, 0, zoom=1)
-    reply = {"row": data_url(r.row), "mask": data_url(r.mask), "cutout": data_url(r.cutout),
-             "coverage": float(res.mask.mean())}
-    if self.original is not None:  # the evaluation's best method, at full size
-      _, cut = cutouts.full_resolution_hybrid(outline, res.probability, self.original,
-                                              self.crop_box)
-      reply["cutout_full"] = data_url(cut)
-    return reply
+    soft = res.mask if res.probability is None else res.probability
+    crop = cutouts.corrected_full_resolution(outline, soft, self.original, self.crop_box,
+                                             strokes, hybrid=self.hybrid)
+    if not crop.any():
+      raise EmptyAnswer("nothing was cut out: the outline is too small or holds no object; "
+                        "draw a larger loop around it")
+    top, left, side = self.crop_box
+    full = np.zeros(self.original.shape[:2], bool)
+    full[top:top + side, left:left + side] = crop
+    return {"row": data_url(r.row), "mask": data_url(r.mask), "cutout": data_url(r.cutout),
+            "mask_full": data_url(full.astype(np.uint8) * 255),
+            "cutout_full": data_url(cutouts.rgba(self.original, full)),
+            "method": "net + GrabCut" if self.hybrid else "net",
+            "coverage": float(crop.mean())}
+
 
 
 def make_handler(app: App):
@@ -192,6 +272,10 @@ def make_handler(app: App):
           return self._send(200, f.read(), ctype)
       if path == "/api/status":
         return self._json(200, app.status())
+      if path == "/api/photo.png":
+        if app.photo_png is None:
+          return self._json(409, {"error": "the net is not ready yet"})
+        return self._send(200, app.photo_png, "image/png")
       if path in ("/api/image.png", "/api/thumbnail.png"):
         img = app.image if path == "/api/image.png" else app.thumbnail
         if img is None:
@@ -227,7 +311,9 @@ def make_handler(app: App):
       if app.state != "ready":
         return self._json(409, {"error": f"the net is not ready ({app.state})"})
       try:
-        return self._json(200, app.segment(parse_outline(body, app.side)))
+        return self._json(200, app.segment(*parse_request(body, app.side)))
+      except EmptyAnswer as e:
+        return self._json(422, {"error": str(e)})
       except InputError as e:
         return self._json(400, {"error": str(e)})
       except Exception as e:  # noqa: BLE001 (every request gets an answer; the log keeps why)
