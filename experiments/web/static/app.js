@@ -211,7 +211,7 @@ function redraw() {
     ctx.drawImage(thumb, g.left, g.top, g.size, g.size); ctx.globalAlpha = 1;
   }
   // Outside the crop the net cannot answer: dim it, and mark the crop.
-  ctx.fillStyle = "rgba(0,0,0,.5)";
+  ctx.fillStyle = "rgba(0,0,0,.6)";
   ctx.fillRect(0, 0, W, g.top); ctx.fillRect(0, g.top + g.size, W, H - g.top - g.size);
   ctx.fillRect(0, g.top, g.left, g.size); ctx.fillRect(g.left + g.size, g.top, W - g.left - g.size, g.size);
   ctx.setLineDash([6, 4]); ctx.strokeStyle = "#fff"; ctx.lineWidth = 1;
