@@ -1,5 +1,6 @@
 """The drawing page: its HTTP API, and a real headless browser drawing a lasso."""
 import base64
+import contextlib
 import http.client
 import io
 import json
@@ -41,28 +42,34 @@ def snap_workdir(tmp_path_factory, photo):
   return str(root / "run")
 
 
-def _serve(workdir):
+def _started(workdir):
   app = server.App(workdir)
   app.start()
+  return app
+
+
+@contextlib.contextmanager
+def _serving(app):
+  """The (host, port) of `app` served on a free port; shut down on exit."""
   httpd = server.make_server(app, "127.0.0.1", 0)
   threading.Thread(target=httpd.serve_forever, daemon=True).start()
-  return httpd
+  try:
+    yield httpd.server_address[:2]
+  finally:
+    httpd.shutdown()
+    httpd.server_close()
 
 
 @pytest.fixture(scope="module")
 def base(workdir):
-  httpd = _serve(workdir)
-  yield httpd.server_address[:2]
-  httpd.shutdown()
-  httpd.server_close()
+  with _serving(_started(workdir)) as addr:
+    yield addr
 
 
 @pytest.fixture(scope="module")
 def snap_base(snap_workdir):
-  httpd = _serve(snap_workdir)
-  yield httpd.server_address[:2]
-  httpd.shutdown()
-  httpd.server_close()
+  with _serving(_started(snap_workdir)) as addr:
+    yield addr
 
 
 def _request(addr, method, path, body=None, headers=None):
@@ -130,9 +137,7 @@ def _segment(app, polygon, strokes=()):
 
 @pytest.fixture(scope="module")
 def snap_app(snap_workdir):
-  app = server.App(snap_workdir)
-  app.start()
-  return app
+  return _started(snap_workdir)
 
 
 def test_snap_run_answers_with_the_full_resolution_hybrid(snap_app):
@@ -257,19 +262,13 @@ def test_wrong_methods_are_405_with_allow(base, method, path, allow):
 def test_a_silent_client_is_dropped_after_the_read_timeout(workdir, monkeypatch):
   import socket
   monkeypatch.setattr(server, "READ_TIMEOUT", 0.5)
-  app = server.App(workdir)
-  httpd = server.make_server(app, "127.0.0.1", 0)
-  threading.Thread(target=httpd.serve_forever, daemon=True).start()
-  try:
-    sock = socket.create_connection(httpd.server_address[:2], timeout=10)
+  with _serving(server.App(workdir)) as addr:
+    sock = socket.create_connection(addr, timeout=10)
     sock.sendall(b"POST /api/segment HTTP/1.1\r\nContent-Length: 100\r\n\r\n{")
     t0 = time.time()
     assert sock.recv(1024) == b""  # closed by the server, not by our 10 s timeout
     assert time.time() - t0 < 5
     sock.close()
-  finally:
-    httpd.shutdown()
-    httpd.server_close()
 
 
 @pytest.mark.parametrize("path", ["/../config.json", "/static/../server.py", "/static/%2e%2e/train.py",
@@ -285,18 +284,13 @@ def test_path_tricks_are_404(base, path):
 
 
 def test_unknown_post_and_not_ready(workdir):
-  app = server.App(workdir)  # not started: not ready
-  httpd = server.make_server(app, "127.0.0.1", 0)
-  threading.Thread(target=httpd.serve_forever, daemon=True).start()
-  try:
-    addr = httpd.server_address[:2]
+  with _serving(server.App(workdir)) as addr:  # not started: not ready
     code, _ = _request(addr, "POST", "/api/segment", json.dumps({"polygon": [[1, 1], [50, 1], [50, 50]]}))
+    assert code == 409
+    code, _ = _request(addr, "GET", "/api/photo.png")
     assert code == 409
     code, _ = _request(addr, "POST", "/api/other", b"{}")
     assert code == 404
-  finally:
-    httpd.shutdown()
-    httpd.server_close()
 
 
 def _browser(width=1100, height=1000, downloads=None):

@@ -89,13 +89,9 @@ def _body(body: bytes) -> dict:
   return data
 
 
-def parse_outline(body: bytes, side: int) -> np.ndarray:
-  """The request's polygon as a side x side bool mask, by the outline rule every front
-  end shares (`cutouts.outline_mask`); InputError for anything unusable."""
-  return _outline(_body(body), side)
-
-
 def _outline(data: dict, side: int) -> np.ndarray:
+  """The request's polygon as a side x side bool mask, by the outline rule every front
+  end shares (`cutouts.outline_mask`), with a plain reason for one that encloses nothing."""
   try:
     return cutouts.outline_mask(_points(data.get("polygon"), "'polygon'", 3), side, "polygon")
   except InputError as e:
