@@ -115,15 +115,15 @@ def test_segment_returns_images_of_the_right_shape(base):
   cut = _decode(out["cutout"])
   assert cut.size == (100, 100) and cut.mode == "RGBA"
   assert 0 <= out["coverage"] <= 1
-  _check_full(out, photo_size=(160, 120), crop=120)
+  _check_full(out, photo_size=(160, 120), crop=120, fetch=lambda url: _request(base, "GET", url)[1])
   assert out["method"] == "net"  # the paper's net: no hybrid
 
 
-def _check_full(out, photo_size, crop):
+def _check_full(out, photo_size, crop, fetch):
   """The download is the shown mask: RGBA at the photo's size whose alpha is the mask,
-  transparent outside the (top-left) crop."""
+  transparent outside the (top-left) crop; `fetch(url)` is the PNG's bytes."""
   mask = np.asarray(_decode(out["mask_full"]))
-  cut = _decode(out["cutout_full"])
+  cut = Image.open(io.BytesIO(fetch(out["cutout_url"])))
   assert cut.size == photo_size and cut.mode == "RGBA" and mask.shape == photo_size[::-1]
   np.testing.assert_array_equal(np.asarray(cut)[..., 3], mask)
   assert mask.any() and not mask[:, crop:].any() and not mask[crop:].any()
@@ -143,7 +143,7 @@ def snap_app(snap_workdir):
 def test_snap_run_answers_with_the_full_resolution_hybrid(snap_app):
   out = _segment(snap_app, [[20, 15], [85, 20], [80, 90], [15, 80]])
   assert out["method"] == "net + GrabCut"
-  _check_full(out, photo_size=(160, 120), crop=120)
+  _check_full(out, (160, 120), 120, snap_app.cutout_png)
   assert _decode(out["cutout"]).size == (100, 100)
 
 
@@ -167,16 +167,16 @@ REMOVE = [[36, 26], [48, 26]]           # in the disc, near its top (not across 
 def test_strokes_become_grabcuts_sure_labels_in_the_hybrid(snap_app):
   """Add makes its pixels object and remove makes its pixels background (GrabCut's
   sure labels), and the object away from them stays."""
-  before = _check_full(_segment(snap_app, LASSO), (160, 120), 120)
+  before = _check_full(_segment(snap_app, LASSO), (160, 120), 120, snap_app.cutout_png)
   add, remove = _stroke_pixels("add", ADD), _stroke_pixels("remove", REMOVE)
   assert not before[add].any() and before[remove].all()  # the strokes have work to do
   after = _check_full(_segment(snap_app, LASSO, [("add", ADD), ("remove", REMOVE)]),
-                      (160, 120), 120)
+                      (160, 120), 120, snap_app.cutout_png)
   assert after[add].all() and not after[remove].any()
   assert before[50:60, 45:55].all() and after[50:60, 45:55].all()  # the disc's middle
   # A later stroke wins where it crosses an earlier one.
   again = _check_full(_segment(snap_app, LASSO, [("remove", REMOVE), ("add", REMOVE)]),
-                      (160, 120), 120)
+                      (160, 120), 120, snap_app.cutout_png)
   assert again[remove].all()
 
 
@@ -188,7 +188,8 @@ def test_strokes_paint_the_answer_of_a_net_the_hybrid_does_not_refine(base):
     body = {"polygon": LASSO, "strokes": [{"mode": m, "points": p} for m, p in strokes]}
     code, data = _request(base, "POST", "/api/segment", json.dumps(body))
     assert code == 200, data
-    return _check_full(json.loads(data), (160, 120), 120)
+    return _check_full(json.loads(data), (160, 120), 120,
+                       lambda url: _request(base, "GET", url)[1])
   before = full()
   after = full(wipe + [("add", ADD)])
   add = _stroke_pixels("add", ADD)
@@ -229,6 +230,22 @@ def test_bad_requests_are_refused(base, body, code):
   got, data = _request(base, "POST", "/api/segment", body)
   assert got == code, data
   assert "error" in json.loads(data)
+
+
+def test_a_cutout_is_kept_for_the_last_answers_only(base, monkeypatch):
+  monkeypatch.setattr(server, "KEPT_ANSWERS", 1)
+  urls = []
+  for strokes in ([], [{"mode": "remove", "points": [[60, 0], [60, 100]]}]):
+    code, data = _request(base, "POST", "/api/segment",
+                          json.dumps({"polygon": LASSO, "strokes": strokes}))
+    urls.append(json.loads(data)["cutout_url"])
+  assert urls[0] != urls[1]
+  assert _request(base, "GET", urls[1])[0] == 200
+  code, data = _request(base, "GET", urls[0])
+  assert code == 404 and "no longer kept" in json.loads(data)["error"]
+  for path in ("/api/cutout/../../run.json", "/api/cutout/" + "0" * 20 + ".png"):
+    assert _request(base, "GET", path)[0] == 404
+  assert _request(base, "POST", urls[1], b"{}")[0] == 405
 
 
 def test_a_line_that_encloses_nothing_gets_a_plain_error(base):
@@ -410,8 +427,8 @@ def test_browser_lasso_strokes_undo_and_download_what_is_shown(snap_base, tmp_pa
     page = Page(d, snap_base)
     page.wait_answers(1)
     assert page.doc() == doc
-    assert d.find_element(page.By.ID, "download-png").get_attribute("href") == \
-        d.execute_script("return shown.answer.cutout_full")
+    assert d.find_element(page.By.ID, "download-png").get_attribute("href").endswith(
+        d.execute_script("return shown.answer.cutout_url"))
     d.save_screenshot(str(tmp_path / "page.png"))
   finally:
     d.quit()

@@ -9,9 +9,13 @@ Routes (everything else is 404; nothing is ever read from a path the client name
   POST /api/segment      {"polygon": [[x, y], ...], "strokes": [{"mode": "add"|"remove",
                          "points": [[x, y], ...]}, ...]} in the 100x100 frame of the crop
                          (strokes optional) -> {"row", "mask", "cutout"} (the net's
-                         100x100 answer) and "mask_full", "cutout_full" (the corrected
-                         answer at the original photo's resolution, zero outside the
-                         crop) as PNG data URLs; "method" says which answer that is
+                         100x100 answer) and "mask_full" (the corrected answer at the
+                         original photo's resolution, zero outside the crop) as PNG
+                         data URLs, "cutout_url" (below), and "method" (which answer)
+  GET  /api/cutout/KEY.png  the RGBA cut-out of one of the last KEPT_ANSWERS answers
+                         (the photo's pixels, alpha = that answer's mask_full); 404 once
+                         it has been forgotten. Sent on demand: at a photo's full size it
+                         is megabytes, and the page asks for it only on download
 Bad requests get 4xx with {"error": "..."}: bodies over MAX_BODY bytes (413), bad JSON,
 polygons or strokes (400), an answer that cuts out nothing (422), segmentation before
 the net is ready (409).
@@ -19,12 +23,14 @@ the net is ready (409).
 from __future__ import annotations
 
 import base64
+import collections
 import errno
 import hashlib
 import http.server
 import io
 import json
 import os
+import re
 import threading
 import time
 import traceback
@@ -47,6 +53,8 @@ STATIC_FILES = {"/": ("index.html", "text/html; charset=utf-8"),
 MAX_BODY = 256 * 1024
 MAX_POINTS = 5000
 MAX_STROKES = 200
+KEPT_ANSWERS = 16  # the cut-outs a download may still ask for (undo reaches back this far)
+CUTOUT_PATH = re.compile(r"/api/cutout/([0-9a-f]{20})\.png")
 PHOTO_SIDE = 1024  # the longest side of the photo the page draws on (the canvas' pixels)
 READ_TIMEOUT = 30  # seconds a connection may sit idle mid-request
 ALLOWED = {"/api/segment": "POST"}
@@ -137,6 +145,7 @@ class App:
     self.model = self.image = self.thumbnail = self.original = self.crop_box = None
     self.photo_png: Optional[bytes] = None
     self.hybrid, self.variant = False, None
+    self.answers: collections.OrderedDict[str, np.ndarray] = collections.OrderedDict()
     self.started = time.time()
     self.requests = 0
 
@@ -232,11 +241,26 @@ class App:
     top, left, side = self.crop_box
     full = np.zeros(self.original.shape[:2], bool)
     full[top:top + side, left:left + side] = crop
+    mask_png = png_bytes(full.astype(np.uint8) * 255)
+    key = hashlib.sha1(mask_png).hexdigest()[:20]
+    with self.lock:
+      self.answers[key] = full
+      self.answers.move_to_end(key)
+      while len(self.answers) > KEPT_ANSWERS:
+        self.answers.popitem(last=False)
     return {"row": data_url(r.row), "mask": data_url(r.mask), "cutout": data_url(r.cutout),
-            "mask_full": data_url(full.astype(np.uint8) * 255),
-            "cutout_full": data_url(cutouts.rgba(self.original, full)),
+            "mask_full": "data:image/png;base64," + base64.b64encode(mask_png).decode(),
+            "cutout_url": f"/api/cutout/{key}.png",
             "method": "net + GrabCut" if self.hybrid else "net",
             "coverage": float(crop.mean())}
+
+  def cutout_png(self, path: str) -> Optional[bytes]:
+    """The RGBA PNG (the photo, alpha = the mask) of a kept answer's `cutout_url`, or
+    None when `path` names none."""
+    match = CUTOUT_PATH.fullmatch(path)
+    with self.lock:
+      full = self.answers.get(match.group(1)) if match else None
+    return None if full is None else png_bytes(cutouts.rgba(self.original, full))
 
 
 
@@ -268,6 +292,11 @@ def make_handler(app: App):
           return self._send(200, f.read(), ctype)
       if path == "/api/status":
         return self._json(200, app.status())
+      if path.startswith("/api/cutout/"):
+        png = app.cutout_png(path)
+        if png is None:
+          return self._json(404, {"error": "that cut-out is no longer kept: draw again"})
+        return self._send(200, png, "image/png")
       if path == "/api/photo.png":
         if app.photo_png is None:
           return self._json(409, {"error": "the net is not ready yet"})
@@ -281,7 +310,8 @@ def make_handler(app: App):
 
     def _not_allowed(self):
       path = self.path.split("?", 1)[0]
-      allow = ALLOWED.get(path, "GET" if path in GET_PATHS else None)
+      allow = ALLOWED.get(path, "GET" if path in GET_PATHS or CUTOUT_PATH.fullmatch(path)
+                          else None)
       if allow is None:
         return self._json(404, {"error": "not found"})
       self.send_response(405)

@@ -306,7 +306,7 @@ async function request() {
 }
 
 function showAnswer(a) {
-  $("download-png").href = a.cutout_full;
+  $("download-png").href = a.cutout_url;
   $("download-mask").href = a.mask_full;
   const c = info.photo.crop, k = c.side / info.side;
   const json = {
