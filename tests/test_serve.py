@@ -494,3 +494,84 @@ def test_fit_first_mode_reports_a_bad_image(tmp_path):
     time.sleep(0.05)
   st = app.status()
   assert st["state"] == "error" and "image not found" in st["error"]
+
+
+def _png(array):
+  buf = io.BytesIO()
+  Image.fromarray(array).save(buf, format="PNG")
+  return buf.getvalue()
+
+
+@pytest.fixture
+def uploading(workdir, tmp_path):
+  """A served paper run that takes uploads, fitted for one epoch, under tmp_path."""
+  fit = default.get_config("runlocal")
+  fit.num_epochs = 1
+  app = server.App(workdir, fit_config=fit, upload_dir=str(tmp_path / "uploads"))
+  app.start()
+  with _serving(app) as addr:
+    yield addr, tmp_path / "uploads"
+
+
+def test_an_uploaded_photo_is_fitted_then_served(uploading, photo):
+  addr, folder = uploading
+  other = np.ascontiguousarray(photo[:, ::-1])  # a different photo: the disc on the right
+  code, data = _request(addr, "POST", "/api/upload", _png(other), {"Content-Type": "image/png"})
+  assert code == 202 and json.loads(data)["state"] == "training", data
+  code, _ = _request(addr, "POST", "/api/upload", _png(other), {"Content-Type": "image/png"})
+  assert code == 409  # one fit at a time
+  deadline = time.time() + 120
+  while (st := json.loads(_request(addr, "GET", "/api/status")[1]))["state"] == "training":
+    assert time.time() < deadline
+    time.sleep(0.2)
+  assert st["state"] == "ready", st["error"]
+  assert st["epoch"] == 1 and st["num_epochs"] == 1
+  code, png = _request(addr, "GET", "/api/photo.png")
+  np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(png))), other)
+  [run_dir] = [p for p in folder.iterdir() if (p / "run").is_dir()]
+  assert (run_dir / "photo.png").exists()
+
+
+@pytest.mark.parametrize("make,ctype,code,words", [
+    (lambda p: b"plain text", "text/plain", 415, "send a photo"),
+    (lambda p: b"not a png at all", "image/png", 400, "cannot read image"),
+    (lambda p: _png(p)[:len(_png(p)) // 2], "image/png", 400, "truncated"),
+    (lambda p: _png(p[:8, :8]), "image/png", 400, "too small"),
+])
+def test_a_bad_upload_is_refused_before_any_fit(uploading, photo, make, ctype, code, words):
+  addr, folder = uploading
+  got, data = _request(addr, "POST", "/api/upload", make(photo), {"Content-Type": ctype})
+  assert got == code and words in json.loads(data)["error"], data
+  assert not folder.exists() or not any(folder.iterdir())  # nothing kept
+  assert json.loads(_request(addr, "GET", "/api/status")[1])["state"] == "ready"
+
+
+def test_an_upload_over_the_limit_is_413(uploading, monkeypatch):
+  monkeypatch.setattr(server, "MAX_UPLOAD", 1000)
+  code, data = _request(uploading[0], "POST", "/api/upload", b"x" * 1001,
+                        {"Content-Type": "image/png"})
+  assert code == 413 and "error" in json.loads(data)
+
+
+def test_uploads_are_off_unless_the_server_has_a_folder_for_them(base):
+  code, data = _request(base, "POST", "/api/upload", b"x", {"Content-Type": "image/png"})
+  assert code == 403 and "does not take uploads" in json.loads(data)["error"]
+
+
+def test_browser_uploads_a_photo_and_follows_its_fit(uploading, photo, tmp_path):
+  addr, _ = uploading
+  other = np.ascontiguousarray(photo[::-1])
+  Image.fromarray(other).save(tmp_path / "mine.png")
+  d = _browser()
+  try:
+    page = Page(d, addr)
+    first_run = d.execute_script("return info.run")
+    d.find_element(page.By.ID, "upload").send_keys(str(tmp_path / "mine.png"))
+    page._until(lambda: d.find_element(page.By.ID, "training").is_displayed(), "progress view")
+    page._until(lambda: d.find_element(page.By.ID, "draw").is_displayed(), "the new photo", 120)
+    assert d.execute_script("return info.run") != first_run
+    assert d.execute_script("return [photo.naturalWidth, photo.naturalHeight, doc.outline]") == [160, 120, None]
+    page.stroke(LASSO)
+    page.wait_answers(1)
+  finally:
+    d.quit()

@@ -16,6 +16,13 @@ Routes (everything else is 404; nothing is ever read from a path the client name
                          (the photo's pixels, alpha = that answer's mask_full); 404 once
                          it has been forgotten. Sent on demand: at a photo's full size it
                          is megabytes, and the page asks for it only on download
+  POST /api/upload      a photo's bytes (Content-Type image/png, image/jpeg, ...) -> 202
+                         {"state": "training"}: the server fits a net on it (the
+                         serve command's --config) in upload_dir/<its digest>/, and the
+                         page follows /api/status as for --image. Checked before any
+                         fit: the type (415), the size (413, MAX_UPLOAD), and by
+                         `load_image` that it decodes whole and is not too many pixels
+                         (400); refused while a fit runs (409) or when uploads are off
 Bad requests get 4xx with {"error": "..."}: bodies over MAX_BODY bytes (413), bad JSON,
 polygons or strokes (400), an answer that cuts out nothing (422), segmentation before
 the net is ready (409).
@@ -31,6 +38,7 @@ import io
 import json
 import os
 import re
+import shutil
 import threading
 import time
 import traceback
@@ -53,11 +61,14 @@ STATIC_FILES = {"/": ("index.html", "text/html; charset=utf-8"),
 MAX_BODY = 256 * 1024
 MAX_POINTS = 5000
 MAX_STROKES = 200
+MAX_UPLOAD = 32 * 1024 * 1024
+UPLOAD_TYPES = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp",
+                "image/gif": ".gif", "image/bmp": ".bmp", "image/tiff": ".tif"}
 KEPT_ANSWERS = 16  # the cut-outs a download may still ask for (undo reaches back this far)
 CUTOUT_PATH = re.compile(r"/api/cutout/([0-9a-f]{20})\.png")
 PHOTO_SIDE = 1024  # the longest side of the photo the page draws on (the canvas' pixels)
 READ_TIMEOUT = 30  # seconds a connection may sit idle mid-request
-ALLOWED = {"/api/segment": "POST"}
+ALLOWED = {"/api/segment": "POST", "/api/upload": "POST"}
 GET_PATHS = {*STATIC_FILES, "/api/status", "/api/image.png", "/api/thumbnail.png",
              "/api/photo.png"}
 
@@ -133,12 +144,22 @@ class EmptyAnswer(InputError):
   """An outline the server accepted whose answer holds no pixel (422, not an empty file)."""
 
 
+class UploadError(InputError):
+  """An upload refused, with the HTTP status that says why."""
+
+  def __init__(self, code: int, message: str):
+    super().__init__(message)
+    self.code = code
+
+
 class App:
   """One image's session: trains (if asked) in a thread, then serves segmentations."""
 
-  def __init__(self, workdir: str, config=None):
+  def __init__(self, workdir: str, config=None, fit_config=None, upload_dir=None):
     self.workdir = workdir
     self.config = config
+    # Uploads are fitted with fit_config under upload_dir (both None: uploads are off).
+    self.fit_config, self.upload_dir = fit_config, upload_dir
     self.state = "training" if config is not None else "loading"
     self.error: Optional[str] = None
     self.lock = threading.Lock()
@@ -164,6 +185,41 @@ class App:
       self._load()
     else:
       threading.Thread(target=self._train, daemon=True).start()
+
+  def upload(self, data: bytes, content_type: str) -> None:
+    """Checks an uploaded photo and starts fitting a net on it (the page then follows
+    the status); InputError (with the HTTP code to answer) for anything unusable."""
+    if self.fit_config is None or self.upload_dir is None:
+      raise UploadError(403, "this server does not take uploads (start it with --upload_dir)")
+    ext = UPLOAD_TYPES.get(content_type.split(";")[0].strip().lower())
+    if self.state in ("training", "loading"):  # before writing anything
+      raise UploadError(409, "a net is being fitted already: wait until it is ready")
+    if ext is None:
+      raise UploadError(415, f"send a photo as one of {', '.join(UPLOAD_TYPES)}, "
+                             f"not {content_type or 'no type'}")
+    digest = hashlib.sha1(data).hexdigest()[:16]
+    folder = os.path.join(self.upload_dir, digest)  # named by the server, never the client
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, "photo" + ext)
+    tmp = path + ".part"
+    with open(tmp, "wb") as f:
+      f.write(data)
+    os.replace(tmp, path)
+    config = self.fit_config.copy_and_resolve_references()
+    config.image = path
+    try:
+      run.fit_options(config)
+      run.prepare(config)  # decodes it whole: type, truncation, pixels, smallest side
+    except InputError as e:
+      shutil.rmtree(folder, ignore_errors=True)
+      raise UploadError(400, str(e).replace(" " + path, "")) from None  # not our folder
+    with self.lock:
+      if self.state in ("training", "loading"):
+        raise UploadError(409, "a net is being fitted already: wait until it is ready")
+      self.workdir, self.config, self.state, self.error = os.path.join(folder, "run"), config, "training", None
+      self.answers.clear()
+      self.started = time.time()
+    threading.Thread(target=self._train, daemon=True).start()
 
   def _train(self) -> None:
     try:
@@ -205,7 +261,7 @@ class App:
     eta = per_epoch * (total - len(history)) if per_epoch is not None and total else None
     out = {"state": self.state, "error": self.error, "epoch": len(history),
            "num_epochs": total, "eta_s": eta if self.state == "training" else 0,
-           "seconds_per_epoch": per_epoch,
+           "seconds_per_epoch": per_epoch, "uploads": self.upload_dir is not None,
            "history": [{"epoch": r["epoch"], "train_loss": r["train_loss"],
                         "val_loss": r["val_loss"]} for r in history]}
     if self.state == "ready":
@@ -325,15 +381,25 @@ def make_handler(app: App):
     do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _not_allowed
 
     def do_POST(self):
-      if self.path != "/api/segment":
+      if self.path not in ("/api/segment", "/api/upload"):
         return self._not_allowed()
+      limit = MAX_UPLOAD if self.path == "/api/upload" else MAX_BODY
       try:
         length = int(self.headers.get("Content-Length", ""))
       except ValueError:
         return self._json(411, {"error": "Content-Length required"})
-      if length < 0 or length > MAX_BODY:
-        return self._json(413, {"error": f"body larger than {MAX_BODY} bytes"})
+      if length < 0 or length > limit:
+        return self._json(413, {"error": f"body larger than {limit // 1024} KiB"})
       body = self.rfile.read(length)
+      if self.path == "/api/upload":
+        try:
+          app.upload(body, self.headers.get("Content-Type", ""))
+        except UploadError as e:
+          return self._json(e.code, {"error": str(e)})
+        except Exception as e:  # noqa: BLE001 (every request gets an answer; the log keeps why)
+          logging.error("upload failed: %s", traceback.format_exc())
+          return self._json(500, {"error": f"upload failed: {type(e).__name__}: {e}"})
+        return self._json(202, {"state": app.state})
       if app.state != "ready":
         return self._json(409, {"error": f"the net is not ready ({app.state})"})
       try:

@@ -86,6 +86,7 @@ async function poll() {
   try { st = await getJSON("/api/status"); offline(null); } catch (e) {
     offline(`${e.message} Trying again every 2 s…`); setTimeout(poll, 2000); return;
   }
+  $("upload-box").hidden = !st.uploads || st.state === "training" || st.state === "loading";
   if (st.state === "ready") { info = st; await startDrawing(); return; }
   if (st.state === "error") { show("error"); $("error-text").textContent = st.error; return; }
   show("training");
@@ -322,6 +323,23 @@ function showAnswer(a) {
   $("downloads").hidden = false;
   $("downloads").dataset.answers = String(+($("downloads").dataset.answers || 0) + 1);
 }
+
+// A new photo: the server checks it and fits a net on it; the page starts over from the
+// progress view, with that run's own saved drawing.
+$("upload").addEventListener("change", async () => {
+  const file = $("upload").files[0];
+  if (!file) return;
+  $("upload-text").textContent = `sending ${file.name}…`;
+  try {
+    await getJSON("/api/upload", { method: "POST", headers: { "Content-Type": file.type || "application/octet-stream" }, body: file });
+  } catch (e) { $("upload-text").textContent = e.message; return; } finally { $("upload").value = ""; }
+  $("upload-text").textContent = "";
+  info = photo = thumb = shown = null; live = null;
+  doc = { outline: null, strokes: [] }; past = []; future = [];
+  message(""); $("downloads").hidden = true; $("upload-box").hidden = true;
+  show("training"); $("train-text").textContent = trainingText({ state: "training", epoch: 0 });
+  poll();
+});
 
 $("undo").addEventListener("click", undo);
 $("redo").addEventListener("click", redo);
