@@ -180,9 +180,8 @@ STROKE_MODES = ("add", "remove")
 
 
 def stroke_masks(strokes, side: int, shape) -> tuple[np.ndarray, np.ndarray]:
-  """(add, remove) bool masks of `shape` from (mode, (K, 2) points) strokes drawn in
-  the side x side frame, `STROKE_WIDTH` wide (scaled to `shape`); a later stroke wins
-  where strokes overlap."""
+  """(add, remove) bool masks of `shape` from (mode, points) strokes in the side x side frame."""
+  # STROKE_WIDTH wide, scaled to `shape`; a later stroke wins where strokes overlap.
   from PIL import ImageDraw  # noqa: PLC0415
 
   h, w = shape
@@ -208,9 +207,9 @@ def stroke_masks(strokes, side: int, shape) -> tuple[np.ndarray, np.ndarray]:
 
 def corrected_full_resolution(outline: np.ndarray, soft: np.ndarray, original: np.ndarray,
                               crop_box, strokes=(), hybrid: bool = False) -> np.ndarray:
-  """The bool mask at the crop's full resolution after a person's add/remove strokes:
-  with `hybrid`, GrabCut's answer with the strokes as sure labels (so they also move
-  the edge around them); otherwise the net's answer sized up, the strokes painted on."""
+  """The bool mask at the crop's full resolution, corrected by add/remove strokes."""
+  # With `hybrid`, the strokes are GrabCut's sure labels (so they also move the edge
+  # around them); otherwise they are painted on the net's answer sized up.
   square = image_lib.crop_to_box(original, crop_box)
   add, remove = stroke_masks(strokes, outline.shape[0], square.shape[:2])
   if hybrid:

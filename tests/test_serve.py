@@ -342,10 +342,10 @@ class Page:
     from selenium.webdriver.common.by import By
     self.d, self.By = d, By
     d.get(f"http://{base[0]}:{base[1]}/")
-    self._until(lambda: d.find_element(By.ID, "draw").is_displayed(), "drawing view")
+    self.until(lambda: d.find_element(By.ID, "draw").is_displayed(), "drawing view")
     self.canvas = d.find_element(By.ID, "canvas")
 
-  def _until(self, ok, what, seconds=60):
+  def until(self, ok, what, seconds=60):
     deadline = time.time() + seconds
     while not ok():
       assert time.time() < deadline, f"{what}: {self.d.find_element(self.By.ID, 'message').text}"
@@ -356,7 +356,7 @@ class Page:
         "return busy ? -1 : +(document.getElementById('downloads').dataset.answers || 0)")
 
   def wait_answers(self, n):
-    self._until(lambda: self.answers() == n, f"answer {n}")
+    self.until(lambda: self.answers() == n, f"answer {n}")
 
   def offset(self, x, y):
     """Where the frame point (x, y) is, in CSS pixels from the canvas' centre."""
@@ -394,8 +394,9 @@ def test_browser_lasso_strokes_undo_and_download_what_is_shown(snap_base, tmp_pa
     page.wait_answers(1)
     page.stroke(_line(*ADD), "add")
     page.stroke(_line(*REMOVE), "remove")  # drawn while the add may still be computing
-    page._until(lambda: page.answers() >= 2 and
-                d.execute_script("return shown && shown.key === JSON.stringify(doc)"), "both strokes")
+    page.until(lambda: page.answers() >= 2 and
+                d.execute_script("return shown && shown.key === JSON.stringify(doc)"),
+                "both strokes")
     assert [s["mode"] for s in page.doc()["strokes"]] == ["add", "remove"]
     n = page.answers()
     ActionChains(d).key_down(Keys.CONTROL).send_keys("z").key_up(Keys.CONTROL).perform()
@@ -404,7 +405,7 @@ def test_browser_lasso_strokes_undo_and_download_what_is_shown(snap_base, tmp_pa
     doc = page.doc()
     d.find_element(page.By.ID, "download-png").click()
     target = tmp_path / "cutout.png"
-    page._until(target.exists, "the download")
+    page.until(target.exists, "the download")
     time.sleep(0.2)  # the browser renames the finished file into place
     got = np.asarray(Image.open(target))
     shown = np.asarray(_decode(d.execute_script("return shown.answer.mask_full")))
@@ -453,7 +454,7 @@ def test_browser_shows_a_plain_error_for_an_outline_that_encloses_nothing(base):
   try:
     page = Page(d, base)
     page.stroke(_line([10, 10], [60, 60]))
-    page._until(lambda: "encloses nothing" in d.find_element(page.By.ID, "message").text,
+    page.until(lambda: "encloses nothing" in d.find_element(page.By.ID, "message").text,
                 "the error")
     assert not d.find_element(page.By.ID, "download-png").is_displayed()
   finally:
@@ -477,6 +478,7 @@ def test_fit_first_mode_trains_in_the_background_then_serves(tmp_path, photo):
   st = app.status()
   assert st["state"] == "ready", st["error"]
   assert st["epoch"] == 4 and st["num_epochs"] == 4 and st["eta_s"] == 0
+  assert st["seconds_per_epoch"] > 0 and st["photo"]["crop"]["side"] == 120
   # A restart on the same workdir is instant: the run is finished and saved.
   again = server.App(str(tmp_path / "run"))
   again.start()
@@ -567,10 +569,11 @@ def test_browser_uploads_a_photo_and_follows_its_fit(uploading, photo, tmp_path)
     page = Page(d, addr)
     first_run = d.execute_script("return info.run")
     d.find_element(page.By.ID, "upload").send_keys(str(tmp_path / "mine.png"))
-    page._until(lambda: d.find_element(page.By.ID, "training").is_displayed(), "progress view")
-    page._until(lambda: d.find_element(page.By.ID, "draw").is_displayed(), "the new photo", 120)
+    page.until(lambda: d.find_element(page.By.ID, "training").is_displayed(), "progress view")
+    page.until(lambda: d.find_element(page.By.ID, "draw").is_displayed(), "the new photo", 120)
     assert d.execute_script("return info.run") != first_run
-    assert d.execute_script("return [photo.naturalWidth, photo.naturalHeight, doc.outline]") == [160, 120, None]
+    got = d.execute_script("return [photo.naturalWidth, photo.naturalHeight, doc.outline]")
+    assert got == [160, 120, None]
     page.stroke(LASSO)
     page.wait_answers(1)
   finally:

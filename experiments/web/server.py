@@ -121,8 +121,7 @@ def _outline(data: dict, side: int) -> np.ndarray:
 
 
 def parse_request(body: bytes, side: int) -> tuple[np.ndarray, list]:
-  """(outline mask, [(mode, (K, 2) points), ...] strokes) of a segment request, strokes
-  checked to lie in the side x side frame; InputError for anything unusable."""
+  """(outline mask, [(mode, (K, 2) points)] strokes) of a request; InputError if unusable."""
   data = _body(body)
   outline = _outline(data, side)
   raw = data.get("strokes", [])
@@ -187,8 +186,7 @@ class App:
       threading.Thread(target=self._train, daemon=True).start()
 
   def upload(self, data: bytes, content_type: str) -> None:
-    """Checks an uploaded photo and starts fitting a net on it (the page then follows
-    the status); InputError (with the HTTP code to answer) for anything unusable."""
+    """None; checks an uploaded photo and starts fitting on it, UploadError(code) if unusable."""
     if self.fit_config is None or self.upload_dir is None:
       raise UploadError(403, "this server does not take uploads (start it with --upload_dir)")
     ext = UPLOAD_TYPES.get(content_type.split(";")[0].strip().lower())
@@ -216,7 +214,8 @@ class App:
     with self.lock:
       if self.state in ("training", "loading"):
         raise UploadError(409, "a net is being fitted already: wait until it is ready")
-      self.workdir, self.config, self.state, self.error = os.path.join(folder, "run"), config, "training", None
+      self.workdir, self.config = os.path.join(folder, "run"), config
+      self.state, self.error = "training", None
       self.answers.clear()
       self.started = time.time()
     threading.Thread(target=self._train, daemon=True).start()
@@ -278,9 +277,8 @@ class App:
     return self.image.shape[0]
 
   def segment(self, outline: np.ndarray, strokes=()) -> dict:
-    """The answer to one outline mask and its correction strokes: PNG data URLs of the
-    net's row, mask and cut-out, and of the corrected mask and RGBA cut-out at the
-    original photo's resolution (the page shows and downloads exactly these)."""
+    """The JSON answer to an outline and its strokes: the net's panels, the corrected mask."""
+    # The page shows mask_full and downloads cutout_url's PNG, whose alpha is that mask.
     with self.lock:
       self.requests += 1
       # One key for every request: the same outline and strokes give the same answer,
@@ -311,8 +309,7 @@ class App:
             "coverage": float(crop.mean())}
 
   def cutout_png(self, path: str) -> Optional[bytes]:
-    """The RGBA PNG (the photo, alpha = the mask) of a kept answer's `cutout_url`, or
-    None when `path` names none."""
+    """The RGBA PNG of a kept answer's `cutout_url` (alpha = its mask), or None if none."""
     match = CUTOUT_PATH.fullmatch(path)
     with self.lock:
       full = self.answers.get(match.group(1)) if match else None

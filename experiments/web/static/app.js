@@ -299,6 +299,8 @@ async function request() {
   } catch (e) {
     shown = null; $("downloads").hidden = true;
     message(e.message, true);
+    // A refused outline is redrawn, not corrected: back to the outline tool.
+    if (!doc.strokes.length) document.querySelector('input[name="mode"][value="outline"]').checked = true;
   } finally {
     busy = false; $("busy").hidden = true;
   }
