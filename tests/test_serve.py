@@ -392,11 +392,15 @@ def test_browser_lasso_strokes_undo_and_download_what_is_shown(snap_base, tmp_pa
     page = Page(d, snap_base)
     page.stroke(LASSO)
     page.wait_answers(1)
+    # A slow server: the remove stroke is drawn while the add is still being answered.
+    d.execute_script("const f = window.fetch; window.fetch = (...a) =>"
+                     " new Promise((ok) => setTimeout(ok, 1500)).then(() => f(...a));")
     page.stroke(_line(*ADD), "add")
-    page.stroke(_line(*REMOVE), "remove")  # drawn while the add may still be computing
-    page.until(lambda: page.answers() >= 2 and
-                d.execute_script("return shown && shown.key === JSON.stringify(doc)"),
-                "both strokes")
+    assert d.execute_script("return busy")
+    page.stroke(_line(*REMOVE), "remove")
+    page.until(lambda: page.answers() >= 2 and  # queued, then sent: not dropped
+               d.execute_script("return shown && shown.key === JSON.stringify(doc)"),
+               "both strokes")
     assert [s["mode"] for s in page.doc()["strokes"]] == ["add", "remove"]
     n = page.answers()
     ActionChains(d).key_down(Keys.CONTROL).send_keys("z").key_up(Keys.CONTROL).perform()
