@@ -167,7 +167,6 @@ class App:
     self.hybrid, self.variant = False, None
     self.answers: collections.OrderedDict[str, np.ndarray] = collections.OrderedDict()
     self.started = time.time()
-    self.requests = 0
 
   def check(self) -> None:
     """InputError for what would make the page fail later: a bad photo or config to fit,
@@ -280,7 +279,6 @@ class App:
     """The JSON answer to an outline and its strokes: the net's panels, the corrected mask."""
     # The page shows mask_full and downloads cutout_url's PNG, whose alpha is that mask.
     with self.lock:
-      self.requests += 1
       # One key for every request: the same outline and strokes give the same answer,
       # so an undo brings back exactly the mask that was shown before.
       res = segment(self.model, self.image, outline, jax.random.key(0))
