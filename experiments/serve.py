@@ -24,6 +24,9 @@ config_flags.DEFINE_config_file("config", os.path.join(os.path.dirname(__file__)
                                 "Config for fitting --image (default: the snap variant, "
                                 "the best net on sloppy outlines; configs/demo.py for the "
                                 "paper's).")
+flags.DEFINE_string("upload_dir", os.path.join("runs", "uploads"),
+                    "Where photos uploaded from the page, and their runs, are kept ('' "
+                    "turns uploads off); they are fitted with --config.")
 flags.DEFINE_string("host", "127.0.0.1", "Address to listen on (loopback by default).")
 flags.DEFINE_integer("port", 8000, "Port (0 picks a free one).", lower_bound=0,
                      upper_bound=65535)
@@ -39,8 +42,9 @@ def main(argv):
     config = FLAGS.config
     config.image = FLAGS.image
     workdir = workdir or os.path.join("runs", os.path.splitext(os.path.basename(FLAGS.image))[0])
-  httpd = server.make_server(server.App(workdir, config), FLAGS.host, FLAGS.port)
-  app = httpd.app
+  app = server.App(workdir, config, fit_config=FLAGS.config,
+                   upload_dir=FLAGS.upload_dir or None)
+  httpd = server.make_server(app, FLAGS.host, FLAGS.port)
   app.check()  # the photo, the config or the run: one error line before anything starts
   app.start()
   if FLAGS.host not in ("127.0.0.1", "localhost", "::1"):

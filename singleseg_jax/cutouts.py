@@ -156,10 +156,11 @@ def full_resolution(mask: np.ndarray, original: np.ndarray, crop_box) -> tuple[n
 
 
 def full_resolution_hybrid(outline: np.ndarray, soft: np.ndarray, original: np.ndarray,
-                           crop_box) -> tuple[np.ndarray, np.ndarray]:
+                           crop_box, sure_fg=None, sure_bg=None) -> tuple[np.ndarray, np.ndarray]:
   """(mask, RGBA cut-out) at full resolution by the snap + GrabCut hybrid
   (`evaluation.baselines.union_grabcut`, needs OpenCV): GrabCut with the default band
-  started from the outline united with the net's mask, both sized up from 100x100."""
+  started from the outline united with the net's mask, both sized up from 100x100;
+  `sure_fg` / `sure_bg` (full-resolution bool masks) are kept as GrabCut's sure labels."""
   from singleseg_jax.evaluation import baselines  # noqa: PLC0415 (OpenCV is optional)
 
   square = image_lib.crop_to_box(original, crop_box)
@@ -167,8 +168,55 @@ def full_resolution_hybrid(outline: np.ndarray, soft: np.ndarray, original: np.n
   outline_big, _ = full_resolution(outline, original, crop_box)
   scale = square.shape[0] / outline.shape[0]
   big = baselines.union_grabcut(square, outline_big, net_big,
-                                band=baselines.DEFAULT_BAND * scale)
+                                band=baselines.DEFAULT_BAND * scale,
+                                sure_fg=sure_fg, sure_bg=sure_bg)
   return big, rgba(square, big)
+
+
+#: A correction stroke's width in pixels of the side x side frame (sized up with it):
+#: wide enough to hit a thin part with a finger, narrow enough to stay on it.
+STROKE_WIDTH = 3.0
+STROKE_MODES = ("add", "remove")
+
+
+def stroke_masks(strokes, side: int, shape) -> tuple[np.ndarray, np.ndarray]:
+  """(add, remove) bool masks of `shape` from (mode, points) strokes in the side x side frame."""
+  # STROKE_WIDTH wide, scaled to `shape`; a later stroke wins where strokes overlap.
+  from PIL import ImageDraw  # noqa: PLC0415
+
+  h, w = shape
+  scale = np.array([w / side, h / side])
+  width = max(1, int(round(STROKE_WIDTH * scale.mean())))
+  add, remove = np.zeros(shape, bool), np.zeros(shape, bool)
+  for mode, points in strokes:
+    if mode not in STROKE_MODES:
+      raise InputError(f"a stroke's mode must be one of {STROKE_MODES}, got {mode!r}")
+    canvas = Image.new("L", (w, h), 0)
+    draw = ImageDraw.Draw(canvas)
+    xy = [tuple(p) for p in np.asarray(points, np.float64) * scale - 0.5]  # PIL: pixel centres
+    if len(xy) > 1:
+      draw.line(xy, fill=255, width=width, joint="curve")
+    r = width / 2
+    for x, y in (xy[0], xy[-1]):  # round caps, and a dot for a single tap
+      draw.ellipse([x - r, y - r, x + r, y + r], fill=255)
+    hit = np.asarray(canvas) > 0
+    (add if mode == "add" else remove)[hit] = True
+    (remove if mode == "add" else add)[hit] = False
+  return add, remove
+
+
+def corrected_full_resolution(outline: np.ndarray, soft: np.ndarray, original: np.ndarray,
+                              crop_box, strokes=(), hybrid: bool = False) -> np.ndarray:
+  """The bool mask at the crop's full resolution, corrected by add/remove strokes."""
+  # With `hybrid`, the strokes are GrabCut's sure labels (so they also move the edge
+  # around them); otherwise they are painted on the net's answer sized up.
+  square = image_lib.crop_to_box(original, crop_box)
+  add, remove = stroke_masks(strokes, outline.shape[0], square.shape[:2])
+  if hybrid:
+    big, _ = full_resolution_hybrid(outline, soft, original, crop_box, add, remove)
+  else:
+    big, _ = full_resolution(soft, original, crop_box)
+  return (big | add) & ~remove
 
 
 def can_refine(variant: Variant) -> tuple[bool, str]:

@@ -96,12 +96,15 @@ def grabcut_degenerate(init: np.ndarray) -> bool:
   return not fg.any() or fg.all()
 
 
-def grabcut(image, outline, *, band: float = 0, iterations: int = 5, seed: int = 0) -> np.ndarray:
+def grabcut(image, outline, *, band: float = 0, iterations: int = 5, seed: int = 0,
+            sure_fg=None, sure_bg=None) -> np.ndarray:
   """GrabCut's foreground (bool (H, W)) for a uint8 RGB image and an outline mask.
 
-  `band` > 0 gives the trimap variant (see the module doc). The OpenCV RNG is reseeded
-  with `seed` first, so results repeat. Where GrabCut cannot run (the outline is empty
-  or covers the whole image), the outline itself is returned; `grabcut_degenerate`
+  `band` > 0 gives the trimap variant (see the module doc). `sure_fg` and `sure_bg`
+  (bool masks, a person's corrections) become cv2.GC_FGD and cv2.GC_BGD in the initial
+  labels, so GrabCut keeps them whatever the colours say. The OpenCV RNG is reseeded
+  with `seed` first, so results repeat. Where GrabCut cannot run (no foreground or no
+  background sample), the starting foreground itself is returned; `grabcut_degenerate`
   tells when.
   """
   cv2 = require_cv2()
@@ -112,8 +115,12 @@ def grabcut(image, outline, *, band: float = 0, iterations: int = 5, seed: int =
   if not isinstance(iterations, (int, np.integer)) or iterations < 1:
     raise InputError(f"iterations must be a positive integer, got {iterations!r}")
   init = grabcut_init(m, band)
+  if sure_fg is not None:
+    init[_mask(sure_fg, "sure_fg")] = cv2.GC_FGD
+  if sure_bg is not None:
+    init[_mask(sure_bg, "sure_bg")] = cv2.GC_BGD
   if grabcut_degenerate(init):
-    return m.copy()
+    return np.isin(init, (cv2.GC_FGD, cv2.GC_PR_FGD))
   cv2.setRNGSeed(int(seed))
   labels = init.copy()
   bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
@@ -123,13 +130,15 @@ def grabcut(image, outline, *, band: float = 0, iterations: int = 5, seed: int =
 
 
 def union_grabcut(image, outline, net_mask, *, band: float, iterations: int = DEFAULT_ITERATIONS,
-                  seed: int = 0) -> np.ndarray:
+                  seed: int = 0, sure_fg=None, sure_bg=None) -> np.ndarray:
   """The snap + GrabCut hybrid: GrabCut with a `band`-pixel probable-background band
   (pixels of `image`), started from the outline united with the net's mask (all at the
   image's size).
 
   The net may only extend the outline (where it saw the object go on past it);
-  GrabCut then trims what the outline took in too much.
+  GrabCut then trims what the outline took in too much. `sure_fg` / `sure_bg` are
+  passed on to `grabcut`.
   """
   start = _mask(outline) | _mask(net_mask, "net mask")
-  return grabcut(image, start, band=band, iterations=iterations, seed=seed)
+  return grabcut(image, start, band=band, iterations=iterations, seed=seed,
+                 sure_fg=sure_fg, sure_bg=sure_bg)
