@@ -98,8 +98,8 @@ def initialize_distributed() -> bool:
   """Joins JAX's multi-controller runtime when SINGLESEG_COORDINATOR is set; returns
   whether it did. `host:port` (process 0's address) needs SINGLESEG_NUM_PROCESSES and
   SINGLESEG_PROCESS_ID; `auto` lets JAX find all three (a TPU pod slice, SLURM, Open
-  MPI). Call it before anything touches a device. Across processes on CPU JAX 0.10
-  uses gloo collectives without being told."""
+  MPI). Call it before anything touches a device. CPU meshes across processes need
+  JAX's CPU collectives (gloo), which the tested jax enables by default."""
   coordinator = os.environ.get(COORDINATOR_ENV, "")
   if not coordinator:
     return False
@@ -123,7 +123,8 @@ def initialize_distributed() -> bool:
 
 #: glibc settings for `reexec_with_malloc_env`. XLA:CPU allocates a large temporary
 #: buffer on every call; glibc serves blocks that big with a fresh mmap and unmaps them
-#: on free, so every step pays tens of thousands of page faults for new zeroed pages.
+#: on free, so every step pays a page fault for every page of it (docs/speed.md has
+#: the counts).
 #: One arena and no mmap keep the buffer on the heap, which is never trimmed; huge
 #: pages (glibc >= 2.35) cover what is still mapped. (MALLOC_MMAP_THRESHOLD_ alone does
 #: not help: glibc caps it at 32 MB.) The same variables can be set for any command:

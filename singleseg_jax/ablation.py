@@ -26,7 +26,7 @@ from jax.sharding import PartitionSpec
 
 from singleseg_jax import figures, run, tables
 from singleseg_jax.errors import InputError
-from singleseg_jax.evaluation import protocol
+from singleseg_jax.evaluation import dataset, protocol
 from singleseg_jax.fit import (NETS, fit, fit_seeds, global_array, init_state,
                                population_functions, population_inputs, population_mesh)
 from singleseg_jax.paper.model import count_params
@@ -43,13 +43,9 @@ TOGETHER = ("auto", "vmap", "loop")
 
 def outline_settings(d_values, sigmas, vertices: int) -> list[protocol.Setting]:
   """The outlines each net is scored on: every (d, sigma), `vertices` vertices, seed 0."""
-  try:
-    d_values, sigmas = [float(v) for v in d_values], [float(v) for v in sigmas]
-  except ValueError:
-    raise InputError("--eval_d_values and --eval_sigmas must be lists of numbers") from None
-  if any(v < 0 for v in sigmas) or vertices < 3:
-    raise InputError("--eval_sigmas must be >= 0 and --eval_vertices >= 3")
-  return [protocol.Setting(d, sg, vertices, 0) for d in d_values for sg in sigmas]
+  if vertices < 3:
+    raise InputError("--eval_vertices must be >= 3")
+  return dataset.outline_settings(d_values, sigmas, [vertices], 1)
 
 
 def seeds_together(together: str) -> bool:

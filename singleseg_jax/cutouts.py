@@ -82,12 +82,7 @@ def _load_json(path: str) -> list:
 
 
 def _mask_png(path: str, info: dict, side: int) -> np.ndarray:
-  if not os.path.exists(path):
-    raise InputError(f"outline not found: {path}")
-  try:
-    m = np.asarray(Image.open(path).convert("L")) > 0
-  except OSError as e:
-    raise InputError(f"cannot read outline {path}: {e}") from None
+  m = image_lib.load_mask(path, "outline") > 0
   if m.shape == (side, side):
     return m
   if list(m.shape) == list(info["original_hw"]):

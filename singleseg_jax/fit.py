@@ -9,8 +9,7 @@ the uninterrupted one.
 The loop stays on the device for `epochs_per_sync` epochs at a time: one jitted scan
 runs the epochs and keeps a copy of the state with the lowest val loss (`jnp.where`),
 and only then does the host read the block's metrics. The host replays the plateau
-rule and the finite check on them (the rule stays in float64 on the host, as it
-always was); when the rule stops inside a block, or a loss stops being finite, the
+rule and the finite check on them (the rule stays in float64 on the host); when the rule stops inside a block, or a loss stops being finite, the
 block's first epochs are run again up to that point, which the key schedule makes
 exact. So every `epochs_per_sync` gives the same parameters and the same stopping
 epoch; larger blocks sync, log and checkpoint less often.
@@ -25,6 +24,7 @@ each net's `fit()`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Callable, NamedTuple, Optional
 
@@ -138,7 +138,8 @@ def converged_reason(options: FitOptions) -> str:
           f"for {options.patience} epochs")
 
 
-def _block(fns: variants.EpochFunctions, size: int):
+@functools.lru_cache(maxsize=16)
+def _block(run_epoch, run_val, size: int):
   """The jitted run of `count` <= `size` epochs from `start` (both traced, so one
   program serves every block of a fit, the shorter reruns included), carrying the
   state, the state with the lowest val loss so far and that loss; returns them and
@@ -147,16 +148,16 @@ def _block(fns: variants.EpochFunctions, size: int):
   @jax.jit
   def block(ts, best_ts, best_loss, data, start, count):
     def one_epoch(ts):
-      ts, m = fns.run_epoch(ts, data, start)
-      return m, fns.run_val(ts, data)
+      ts, m = run_epoch(ts, data, start)
+      return m, run_val(ts, data)
 
     buffers = jax.tree.map(lambda a: jnp.zeros((size,) + a.shape, a.dtype),
                            jax.eval_shape(one_epoch, ts))
 
     def body(i, carry):
       ts, best_ts, best_loss, (mbuf, vbuf) = carry
-      ts, m = fns.run_epoch(ts, data, start + i)
-      v = fns.run_val(ts, data)
+      ts, m = run_epoch(ts, data, start + i)
+      v = run_val(ts, data)
       better = v["loss"] < best_loss  # the plateau rule's best: strictly lower
       best_ts = jax.tree.map(lambda b, n: jnp.where(better, n, b), best_ts, ts)
       mbuf = jax.tree.map(lambda buf, x: buf.at[i].set(x), mbuf, m)
@@ -190,7 +191,7 @@ def fit(key: jax.Array, image, options: FitOptions, *, resume: Optional[FitState
   state = resume or FitState(init_state(key, options), rule.init(), 0)
   if rule.converged(state.plateau):
     return state, converged_reason(options)
-  block = _block(fns, options.epochs_per_sync)
+  block = _block(fns.run_epoch, fns.run_val, options.epochs_per_sync)
 
   def run_block(ts, start, epochs):
     args = (jnp.asarray(state.plateau.best, jnp.float32), jnp.asarray(start, jnp.int32),

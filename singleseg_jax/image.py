@@ -100,6 +100,35 @@ def _to_uint8(im: Image.Image) -> Image.Image:
   return Image.fromarray(np.clip(np.round(levels), 0, 255).astype(np.uint8)).convert("RGB")
 
 
+def _read(path, convert, what: str) -> np.ndarray:
+  """`convert(PIL image)` of the file at `path` as a uint8 array, with every guard of a
+  photo: missing, a directory, unreadable, truncated, too many pixels."""
+  path = os.fspath(path)
+  if not os.path.exists(path):
+    raise InputError(f"{what} not found: {path}")
+  if os.path.isdir(path):
+    raise InputError(f"{what} path is a directory: {path}")
+  try:
+    with warnings.catch_warnings():
+      warnings.simplefilter("error", Image.DecompressionBombWarning)
+      with Image.open(path) as im:
+        w, h = im.size
+        if w * h > MAX_PIXELS:
+          raise InputError(f"{what} {path} is {w}x{h} pixels, more than the "
+                           f"{MAX_PIXELS // 1_000_000} million accepted")
+        arr = np.asarray(convert(ImageOps.exif_transpose(im)), dtype=np.uint8)
+    if _png_rows_missing(path):
+      raise InputError(f"cannot read {what} {path}: image file is truncated (fewer rows "
+                       "than its header declares)")
+  except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+    raise InputError(f"{what} {path} is too large to decode safely: {e}") from None
+  except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    if isinstance(e, InputError):
+      raise
+    raise InputError(f"cannot read {what} {path}: {e}") from None
+  return arr
+
+
 def load_image(path: str | os.PathLike) -> np.ndarray:
   """Reads a photo as uint8 RGB (H, W, 3).
 
@@ -108,31 +137,12 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
   colour). Raises `InputError` with a one-line reason for a missing, unreadable,
   truncated or implausibly large file.
   """
-  path = os.fspath(path)
-  if not os.path.exists(path):
-    raise InputError(f"image not found: {path}")
-  if os.path.isdir(path):
-    raise InputError(f"image path is a directory: {path}")
-  try:
-    with warnings.catch_warnings():
-      warnings.simplefilter("error", Image.DecompressionBombWarning)
-      with Image.open(path) as im:
-        w, h = im.size
-        if w * h > MAX_PIXELS:
-          raise InputError(f"image {path} is {w}x{h} pixels, more than the "
-                           f"{MAX_PIXELS // 1_000_000} million accepted")
-        im = ImageOps.exif_transpose(im)
-        arr = np.asarray(_to_uint8(im), dtype=np.uint8)
-    if _png_rows_missing(path):
-      raise InputError(f"cannot read image {path}: image file is truncated (fewer rows than "
-                       "its header declares)")
-  except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-    raise InputError(f"image {path} is too large to decode safely: {e}") from None
-  except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-    if isinstance(e, InputError):
-      raise
-    raise InputError(f"cannot read image {path}: {e}") from None
-  return arr
+  return _read(path, _to_uint8, "image")
+
+
+def load_mask(path: str | os.PathLike, what: str = "mask") -> np.ndarray:
+  """Reads a mask as (H, W) uint8 grey levels, with `load_image`'s guards."""
+  return _read(path, lambda im: _to_uint8(im).convert("L"), what)
 
 
 def as_rgb_uint8(image, name: str = "image") -> np.ndarray:

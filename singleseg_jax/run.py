@@ -71,10 +71,10 @@ def prepare(config) -> tuple[np.ndarray, image_lib.PreparedImage]:
   return original, image_lib.prepare_image(original, config.size, config.scale, config.crop)
 
 
-def _managers(workdir: str, asynchronous: bool = False):
+def _managers(workdir: str, asynchronous: bool = False, create: bool = True):
   # Asynchronous saves let the next block of epochs run while the last one is written
   # (orbax writes to a temporary folder and renames it, so a kill loses no checkpoint).
-  opts = dict(max_to_keep=1, create=True, enable_async_checkpointing=asynchronous)
+  opts = dict(max_to_keep=1, create=create, enable_async_checkpointing=asynchronous)
   root = os.path.join(os.path.abspath(workdir), "checkpoints")
   return (ocp.CheckpointManager(os.path.join(root, "latest"),
                                 options=ocp.CheckpointManagerOptions(**opts)),
@@ -200,12 +200,19 @@ def load_run(workdir: str, which: str = "best"):
       info = json.load(f)
   except (OSError, ValueError):
     raise InputError(f"{workdir} has no readable run.json") from None
-  latest, best = _managers(workdir)
-  manager = best if which == "best" and best.latest_step() is not None else latest
-  if manager.latest_step() is None:
+  root = os.path.join(workdir, "checkpoints")
+  if not all(os.path.isdir(os.path.join(root, k)) for k in ("latest", "best")):
     raise InputError(f"{workdir} has no checkpoint yet")
-  template = init_state(jax.random.key(config.seed), fit_options(config))
-  state, _ = _restore(manager, template)
+  latest, best = _managers(workdir, create=False)  # reading makes no folders
+  try:
+    manager = best if which == "best" and best.latest_step() is not None else latest
+    if manager.latest_step() is None:
+      raise InputError(f"{workdir} has no checkpoint yet")
+    template = init_state(jax.random.key(config.seed), fit_options(config))
+    state, _ = _restore(manager, template)
+  finally:
+    latest.close()
+    best.close()
   image = image_lib.load_image(os.path.join(workdir, "image.png"))
   if image.shape[:2] != (config.size, config.size):
     raise InputError(f"{workdir}/image.png is {image.shape[1]}x{image.shape[0]}, not the "
@@ -265,86 +272,90 @@ def _train_and_evaluate(config, workdir: str, options: FitOptions, original, pre
 
   key = jax.random.key(config.seed)
   latest, best = _managers(workdir, asynchronous=True)
-  template = init_state(key, options)
-  info["params"] = count_params(template.model())
-  if not os.path.exists(info_path):  # so a running or killed run can already be used
-    tables.atomic_write(info_path, json.dumps(info, indent=2))
-  resume = None
-  if latest.latest_step() is not None:
-    resume, _ = _restore(latest, template)
-    logging.info("resuming %s from epoch %d", workdir, resume.epoch)
-  metrics_path = os.path.join(workdir, "metrics.jsonl")
-  history = _truncate_metrics(workdir, resume.epoch if resume else 0)
-
-  progress = Progress(options.num_epochs, resume.epoch if resume else 0)
-  metric = options.variant_impl.metric
-  metrics_file = open(metrics_path, "a")
-  board = _tensorboard(workdir, resume.epoch if resume else 0)
-  t_sync = [time.perf_counter()]
-  pending, last = [], [resume]
-  host = [0.0]  # seconds spent in on_sync: logging, metrics, checkpoints
-
-  def on_sync(state: FitState, new_best) -> None:
-    """Logs the block's epochs (each given its share of the block's wall time), then
-    saves "best" when the block improved on it and "latest" every checkpoint_every."""
-    t0 = time.perf_counter()
-    first = last[0].epoch if last[0] is not None else 0
-    for record in pending:
-      record["seconds"] = round((t0 - t_sync[0]) / len(pending), 3)
-      metrics_file.write(json.dumps(record) + "\n")
-      if board is not None:
-        for name, value in record.items():
-          if name != "epoch":
-            board.add_scalar(name, value, record["epoch"])
-      history.append(record)
-      progress.update(record["epoch"])
-      _log_epoch(progress, record, metric)
-    pending.clear()
-    metrics_file.flush()
-    if new_best is not None:
-      _save(best, new_best)
-    if state.epoch // config.checkpoint_every > first // config.checkpoint_every:
-      _save(latest, state)
-    last[0] = state
-    host[0] += time.perf_counter() - t0
-    t_sync[0] = time.perf_counter()
-
-  t0 = time.perf_counter()
   try:
-    state, stop_reason = fit(key, prep.image, options, resume=resume,
-                             on_epoch=pending.append, on_sync=on_sync)
-  except TrainingDiverged as e:
-    kept = (f"the last good checkpoints are kept in {workdir}/checkpoints"
-            if latest.latest_step() is not None or best.latest_step() is not None
-            else "no epoch finished, so there is no checkpoint")
-    raise InputError(f"training diverged ({e}); {kept}; try a lower learning_rate") from None
-  except KeyboardInterrupt:
-    if last[0] is not None and last[0].epoch != latest.latest_step():
-      _save(latest, last[0])
-    raise
+    template = init_state(key, options)
+    info["params"] = count_params(template.model())
+    if not os.path.exists(info_path):  # so a running or killed run can already be used
+      tables.atomic_write(info_path, json.dumps(info, indent=2))
+    resume = None
+    if latest.latest_step() is not None:
+      resume, _ = _restore(latest, template)
+      logging.info("resuming %s from epoch %d", workdir, resume.epoch)
+    metrics_path = os.path.join(workdir, "metrics.jsonl")
+    history = _truncate_metrics(workdir, resume.epoch if resume else 0)
+
+    progress = Progress(options.num_epochs, resume.epoch if resume else 0)
+    metric = options.variant_impl.metric
+    metrics_file = open(metrics_path, "a")
+    board = _tensorboard(workdir, resume.epoch if resume else 0)
+    t_sync = [time.perf_counter()]
+    pending, last = [], [resume]
+    host = [0.0]  # seconds spent in on_sync: logging, metrics, checkpoints
+
+    def on_sync(state: FitState, new_best) -> None:
+      """Logs the block's epochs (each given its share of the block's wall time), then
+      saves "best" when the block improved on it and "latest" every checkpoint_every."""
+      t0 = time.perf_counter()
+      first = last[0].epoch if last[0] is not None else 0
+      for record in pending:
+        record["seconds"] = round((t0 - t_sync[0]) / len(pending), 3)
+        metrics_file.write(json.dumps(record) + "\n")
+        if board is not None:
+          for name, value in record.items():
+            if name != "epoch":
+              board.add_scalar(name, value, record["epoch"])
+        history.append(record)
+        progress.update(record["epoch"])
+        _log_epoch(progress, record, metric)
+      pending.clear()
+      metrics_file.flush()
+      if new_best is not None:
+        _save(best, new_best)
+      if state.epoch // config.checkpoint_every > first // config.checkpoint_every:
+        _save(latest, state)
+      last[0] = state
+      host[0] += time.perf_counter() - t0
+      t_sync[0] = time.perf_counter()
+
+    t0 = time.perf_counter()
+    try:
+      state, stop_reason = fit(key, prep.image, options, resume=resume,
+                               on_epoch=pending.append, on_sync=on_sync)
+    except TrainingDiverged as e:
+      kept = (f"the last good checkpoints are kept in {workdir}/checkpoints"
+              if latest.latest_step() is not None or best.latest_step() is not None
+              else "no epoch finished, so there is no checkpoint")
+      raise InputError(f"training diverged ({e}); {kept}; try a lower learning_rate") from None
+    except KeyboardInterrupt:
+      if last[0] is not None and last[0].epoch != latest.latest_step():
+        _save(latest, last[0])
+      raise
+    finally:
+      for manager in (latest, best):
+        _wait(manager)
+      metrics_file.close()
+      if board is not None:
+        board.close()
+    if latest.latest_step() != state.epoch:
+      _save(latest, state)
+      _wait(latest)
+    info["train_seconds"] = round(time.perf_counter() - t0, 2)
+    info["host_seconds"] = round(host[0], 2)  # logging and checkpoints, outside the device loop
+    info["epochs_per_sync"] = options.epochs_per_sync
+    logging.info("stopped after %d epochs: %s", state.epoch, stop_reason)
+
+    info["stopped"] = stop_reason
+    info["epochs"] = state.epoch
+    info["best_epoch"] = state.plateau.best_epoch + 1
+    info["best_val_loss"] = state.plateau.best
+    tables.atomic_write(info_path, json.dumps(info, indent=2))
+
+    best_state, _ = _restore(best, template)
+    figures.loss_curve(history, os.path.join(workdir, "loss_curve.png"))
+    columns = options.variant_impl.val_columns(key, prep.image, options, best_state.train,
+                                               config.num_grid)
+    figures.image_grid(columns, os.path.join(workdir, "val_grid.png"))
+    return info
   finally:
-    for manager in (latest, best):
-      _wait(manager)
-    metrics_file.close()
-    if board is not None:
-      board.close()
-  if latest.latest_step() != state.epoch:
-    _save(latest, state)
-    _wait(latest)
-  info["train_seconds"] = round(time.perf_counter() - t0, 2)
-  info["host_seconds"] = round(host[0], 2)  # logging and checkpoints, outside the device loop
-  info["epochs_per_sync"] = options.epochs_per_sync
-  logging.info("stopped after %d epochs: %s", state.epoch, stop_reason)
-
-  info["stopped"] = stop_reason
-  info["epochs"] = state.epoch
-  info["best_epoch"] = state.plateau.best_epoch + 1
-  info["best_val_loss"] = state.plateau.best
-  tables.atomic_write(info_path, json.dumps(info, indent=2))
-
-  best_state, _ = _restore(best, template)
-  figures.loss_curve(history, os.path.join(workdir, "loss_curve.png"))
-  columns = options.variant_impl.val_columns(key, prep.image, options, best_state.train,
-                                             config.num_grid)
-  figures.image_grid(columns, os.path.join(workdir, "val_grid.png"))
-  return info
+    latest.close()
+    best.close()

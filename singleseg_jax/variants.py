@@ -18,6 +18,7 @@ epoch `e` from its saved state continues exactly as the uninterrupted one.
 """
 from __future__ import annotations
 
+import functools
 from typing import Callable, NamedTuple, Optional
 
 import jax
@@ -127,22 +128,28 @@ class Paper(Variant):
     num_batches(len(train), options.batch_size)  # validates batch_size early
     return train, val
 
-  def epochs(self, key, image, options):
-    train, val = self.fixed_data(key, image, options)
-    n_train = len(train)
+  @functools.lru_cache(maxsize=16)
+  def epoch_functions(self, options) -> tuple[Callable, Callable]:
+    """(run_epoch, run_val) for `options`, the same objects for equal options, so a
+    jitted loop over them compiles once for every fit of one shape."""
 
     def run_epoch(ts, data, epoch):
       pairs = data["train"]
       if options.fresh_data:
-        pairs = paper_data.make_pairs(fresh_key(key, epoch), data["image"], n_train,
-                                      options.in_channels)
-      return epoch_update(ts, pairs, shuffle_key(key, epoch), batch_size=options.batch_size)
+        pairs = paper_data.make_pairs(fresh_key(data["key"], epoch), data["image"],
+                                      pairs.inputs.shape[0], options.in_channels)
+      return epoch_update(ts, pairs, shuffle_key(data["key"], epoch),
+                          batch_size=options.batch_size)
 
     def run_val(ts, data):
       return evaluate_loss(ts, data["val"], batch_size=options.batch_size)
 
-    data = {"train": train, "val": val, "image": jnp.asarray(image, jnp.float32)}
-    return EpochFunctions(data, run_epoch, run_val)
+    return run_epoch, run_val
+
+  def epochs(self, key, image, options):
+    train, val = self.fixed_data(key, image, options)
+    data = {"train": train, "val": val, "image": jnp.asarray(image, jnp.float32), "key": key}
+    return EpochFunctions(data, *self.epoch_functions(options))
 
   def predict(self, graphdef, params, image, outlines, key):
     return Segmentation(**paper_predict.predict(graphdef, params, image, outlines, key))
@@ -178,19 +185,25 @@ class Snap(Variant):
     val = jax.jit(snap_net.sample_batch, static_argnums=2)(data_key(key), graph, n_val)
     return graph, val
 
-  def epochs(self, key, image, options):
-    graph, val = self.fixed_data(key, image, options)
+  @functools.lru_cache(maxsize=16)
+  def epoch_functions(self, options) -> tuple[Callable, Callable]:
+    """(run_epoch, run_val) for `options`, the same objects for equal options."""
     prior = regions.RegionPrior()
 
     def run_epoch(ts, data, epoch):
-      return snap_net.region_epoch(ts, data["graph"], shuffle_key(key, epoch),
+      return snap_net.region_epoch(ts, data["graph"], shuffle_key(data["key"], epoch),
                                    steps=options.snap_steps, batch_size=options.batch_size,
                                    prior=prior)
 
     def run_val(ts, data):
       return snap_net.region_scores(ts, data["graph"], data["val"])
 
-    return EpochFunctions({"graph": graph, "val": val}, run_epoch, run_val)
+    return run_epoch, run_val
+
+  def epochs(self, key, image, options):
+    graph, val = self.fixed_data(key, image, options)
+    return EpochFunctions({"graph": graph, "val": val, "key": key},
+                          *self.epoch_functions(options))
 
   def predict(self, graphdef, params, image, outlines, key):
     del key  # the graph net has no input noise

@@ -34,9 +34,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.dtype = "float32"      # compute dtype: float32 or bfloat16
   # How the six layers are differentiated; only the speed and the last bits of the
   # gradients depend on it. "custom": a VJP of tap gathers and GEMMs, written because
-  # XLA:CPU's autodiff of strided transposed convolutions is about 40x slower; "stock":
-  # plain autodiff (the backend's own convolution gradients); "auto": custom on CPU,
-  # stock elsewhere until a GPU measurement says otherwise.
+  # XLA:CPU runs autodiff of strided transposed convolutions through a slow generic
+  # path; "stock": plain autodiff (the backend's own convolution gradients); "auto":
+  # custom on CPU, where it is measured to pay, stock elsewhere.
   config.layer = "auto"
 
   config.num_samples = 1000

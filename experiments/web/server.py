@@ -167,6 +167,7 @@ class App:
     self.hybrid, self.variant = False, None
     self.answers: collections.OrderedDict[str, np.ndarray] = collections.OrderedDict()
     self.started = time.time()
+    self._loaded = None  # what check() read, for _load
 
   def check(self) -> None:
     """InputError for what would make the page fail later: a bad photo or config to fit,
@@ -175,7 +176,7 @@ class App:
       run.fit_options(self.config)
       run.prepare(self.config)
     else:
-      run.load_run(self.workdir)
+      self._loaded = run.load_run(self.workdir)  # kept: _load uses it, not a second restore
 
   def start(self) -> None:
     """Loads the run, or fits it first in a background thread."""
@@ -230,7 +231,8 @@ class App:
       self.state, self.error = "error", f"training failed: {e}"
 
   def _load(self) -> None:
-    config, state, image, info = run.load_run(self.workdir)
+    loaded, self._loaded = self._loaded, None
+    config, state, image, info = loaded or run.load_run(self.workdir)
     self.config, self.model, self.image = config, state, image
     self.variant = variants.get(config.get("variant", variants.DEFAULT))
     try:

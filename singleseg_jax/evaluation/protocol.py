@@ -15,10 +15,8 @@ import zlib
 from typing import NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import logging
-from PIL import Image
 
 from singleseg_jax import image as image_lib
 from singleseg_jax import run
@@ -69,11 +67,7 @@ class Case(NamedTuple):
 def load_case(name, image_path, mask_path, config, crop) -> Case:
   """The `Case` of one image and its 8-bit ground truth; InputError if they do not fit."""
   original = image_lib.load_image(image_path)
-  try:
-    with Image.open(mask_path) as im:
-      gt = np.asarray(im.convert("L"))
-  except OSError as e:
-    raise InputError(f"cannot read mask {mask_path}: {e}") from None
+  gt = image_lib.load_mask(mask_path)
   if gt.shape != original.shape[:2]:
     raise InputError(f"mask is {gt.shape[1]}x{gt.shape[0]} but the image is "
                         f"{original.shape[1]}x{original.shape[0]}")
@@ -99,8 +93,7 @@ def fit_net(config, image):
   def on_sync(state, new_best):
     if new_best is not None or best[0] is None:
       keep = (new_best or state).train
-      # The next block may reuse the state's buffers: keep a copy of the parameters.
-      best[0] = _Net(keep.graphdef, jax.tree.map(jnp.copy, keep.params))
+      best[0] = _Net(keep.graphdef, keep.params)
 
   state, reason = fit(jax.random.key(config.seed), image, options, on_epoch=on_epoch,
                       on_sync=on_sync)
