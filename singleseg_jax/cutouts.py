@@ -41,6 +41,10 @@ def _to_net_frame(points: np.ndarray, frame: str, crop_box, side: int) -> np.nda
   return points
 
 
+class EnclosesNothing(InputError):
+  """An outline whose polygon encloses no pixel centre (a tap, a tiny loop, a line)."""
+
+
 def outline_mask(points, side: int, name: str = "outline", frame: str = "net",
                  crop_box=None) -> np.ndarray:
   """The one outline rule of every front end (segment, the page, the evaluation's
@@ -57,7 +61,7 @@ def outline_mask(points, side: int, name: str = "outline", frame: str = "net",
     raise InputError(f"{name}: outline coordinates must be finite numbers")
   mask = image_lib.polygon_mask(_to_net_frame(pts, frame, crop_box, side), side, side)
   if not mask.any():
-    raise InputError(f"{name}: the polygon is degenerate: it encloses no pixel centre")
+    raise EnclosesNothing(f"{name}: the polygon is degenerate: it encloses no pixel centre")
   return mask
 
 
@@ -286,11 +290,9 @@ def write(out: str, image: np.ndarray, outlines: list[tuple[str, np.ndarray]],
     files.update({f"row_{k}.png": r.row, f"mask_{k}.png": r.mask, f"cutout_{k}.png": r.cutout})
     if original is not None:
       soft = res.mask[k] if res.probability is None else res.probability[k]
-      make = full_resolution_hybrid if refine else full_resolution
-      big, cut = (make(outline, soft, original, crop_box) if refine
-                  else make(soft, original, crop_box))
+      big = corrected_full_resolution(outline, soft, original, crop_box, hybrid=refine)
       files[f"mask_{k}_full.png"] = big.astype(np.uint8) * 255
-      files[f"cutout_{k}_full.png"] = cut
+      files[f"cutout_{k}_full.png"] = rgba(image_lib.crop_to_box(original, crop_box), big)
     lines.append(f"{k}: {name}: mask covers {res.mask[k].mean():.1%} of the "
                  f"{image.shape[0]}x{image.shape[1]} image"
                  + ("; full resolution refined with GrabCut" if refine else ""))
