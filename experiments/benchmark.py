@@ -47,6 +47,10 @@ flags.DEFINE_enum("suite", None, ["accelerator"], "Run the accelerator check ins
 flags.DEFINE_float("suite_seconds", 480.0, "The suite's time budget.")
 flags.DEFINE_list("suite_cases", [c.spec for c in speed.ACCELERATOR_CASES],
                   "The suite's cases, each in_channels:width:layer:dtype.")
+flags.DEFINE_list("suite_populations", [c.spec for c in speed.POPULATION_CASES],
+                  "The suite's population nets, each in_channels:width:layer:dtype.")
+flags.DEFINE_list("suite_population_sizes", list(map(str, speed.POPULATION_SIZES)),
+                  "Nets trained together in each population entry.")
 config_flags.DEFINE_config_file(
     "config", os.path.join(os.path.dirname(__file__), "configs", "default.py"),
     "The suite's full run (--config.num_epochs caps its epochs).")
@@ -66,6 +70,8 @@ def main(argv):
   if FLAGS.suite:
     given = not FLAGS["seconds"].using_default_value  # else the suite sizes it to its budget
     speed.accelerator_suite(FLAGS.out, FLAGS.config, cases=speed.parse_cases(FLAGS.suite_cases),
+                            populations=speed.parse_cases(FLAGS.suite_populations),
+                            population_sizes=speed.parse_sizes(FLAGS.suite_population_sizes),
                             seconds=FLAGS.suite_seconds, case_seconds=FLAGS.seconds if given
                             else None, **common)
     return

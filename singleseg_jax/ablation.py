@@ -27,7 +27,7 @@ from jax.sharding import PartitionSpec
 from singleseg_jax import figures, run, tables
 from singleseg_jax.errors import InputError
 from singleseg_jax.evaluation import dataset, protocol
-from singleseg_jax.fit import (NETS, fit, fit_seeds, global_array, init_state,
+from singleseg_jax.fit import (fit, fit_seeds, global_array, init_state,
                                population_functions, population_inputs, population_mesh)
 from singleseg_jax.paper.model import count_params
 from singleseg_jax.progress import Progress
@@ -130,16 +130,16 @@ def epoch_seconds(keys, image, options, repeats: int = 3) -> dict:
   mesh = population_mesh()
   fns = population_functions(options, mesh)
   kd, im = population_inputs(keys, image, mesh)
-  pop = list(fns.init(kd, im))
-  frozen = global_array(mesh, PartitionSpec(NETS), np.zeros(kd.shape[0], bool))
-  epoch = global_array(mesh, PartitionSpec(), np.int32(0))
+  ts, train, val, rule = fns.init(kd, im)
+  pop = [ts, rule]
+  start, one_epoch = (global_array(mesh, PartitionSpec(), np.int32(n)) for n in (0, 1))
   states = [init_state(k, options) for k in keys]
   data = [options.variant_impl.fixed_data(k, image, options)[0] for k in keys]
   one = jax.jit(lambda st, d, k: epoch_update(st, d, k, batch_size=options.batch_size))
 
   def time_vmap():  # the states are donated: carry the new ones on
-    pop[0], m, _ = fns.epoch(pop[0], pop[1], pop[2], kd, im, frozen, epoch)
-    return jax.block_until_ready(m)
+    pop[0], pop[1], metrics = fns.block(pop[0], train, val, kd, im, pop[1], start, one_epoch)
+    return jax.block_until_ready(metrics)
 
   def time_loop():
     return jax.block_until_ready([one(s, d, k) for s, d, k in zip(states, data, keys)])

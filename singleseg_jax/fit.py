@@ -9,7 +9,7 @@ the uninterrupted one.
 The loop stays on the device for `epochs_per_sync` epochs at a time: one jitted scan
 runs the epochs and keeps a copy of the state with the lowest val loss (`jnp.where`),
 and only then does the host read the block's metrics. The host replays the plateau
-rule and the finite check on them (the rule stays in float64 on the host); when the rule stops inside a block, or a loss stops being finite, the
+rule and the finite check on them (`Plateau`); when the rule stops inside a block, or a loss stops being finite, the
 block's first epochs are run again up to that point, which the key schedule makes
 exact. So every `epochs_per_sync` gives the same parameters and the same stopping
 epoch; larger blocks sync, log and checkpoint less often.
@@ -17,9 +17,10 @@ epoch; larger blocks sync, log and checkpoint less often.
 A population (`fit_population`) is P paper nets of one shape (seeds, or images of one
 size) under one set of options: spread over a 1-D mesh axis `nets` of all devices
 (`jax.shard_map`) and vmapped within each, with every net's pairs made on its own
-device from its own key, and no traffic between devices. It syncs once per epoch, so
-each net's plateau rule sees every epoch without reruns of a block; the result is
-each net's `fit()`.
+device from its own key, and no traffic between devices. It runs `epochs_per_sync`
+epochs between host syncs too: each net applies the plateau rule on the device
+(`Plateau.device_update`, float32 like the host's) and stops moving where it
+converges, so nothing is rerun; the result is each net's `fit()`.
 """
 from __future__ import annotations
 
@@ -281,37 +282,75 @@ def population_inputs(keys, images, mesh: jax.sharding.Mesh) -> tuple[jax.Array,
   return global_array(mesh, nets, key_data[rows]), global_array(mesh, nets, images[rows])
 
 
+class RuleState(NamedTuple):
+  """Each net's plateau rule on the device, (P,) arrays: whether it still trains, and
+  the rule's best, last gain and epoch (`Plateau.device_update`)."""
+  active: jax.Array
+  best: jax.Array
+  last_gain: jax.Array
+  epoch: jax.Array
+
+
 class PopulationFunctions(NamedTuple):
   """The sharded programs of a population: each maps the nets' axis over the mesh
   (shard_map) and vmaps it inside a device; nothing crosses devices."""
-  init: Callable   # (key data (P, k), images (P, S, S, 3)) -> (states, train, val)
-  epoch: Callable  # (states, train, val, key data, images, frozen (P,), epoch) ->
-                   #   (states, train metrics, val metrics); states donated
+  init: Callable   # (key data (P, k), images (P, S, S, 3)) -> (states, train, val, rule)
+  block: Callable  # (states, train, val, key data, images, rule, start, count) ->
+                   #   (states, rule, (train metrics, val metrics, ran), each (P, size, ...));
+                   #   states and rule donated
 
 
 def population_functions(options: FitOptions, mesh: jax.sharding.Mesh) -> PopulationFunctions:
   """The jitted, sharded init (fresh nets and each net's fixed pairs, made on its own
-  device from its own key) and epoch of a paper-variant population under `options`."""
+  device from its own key) and block of up to `epochs_per_sync` epochs of a
+  paper-variant population under `options`.
+
+  In a block each net applies the plateau rule itself after every epoch and stops
+  moving once it has converged, so the nets stop where `fit` stops them without a
+  host sync per epoch; the host replays the rule on the block's metrics afterwards."""
   paper = options.variant_impl
   if not isinstance(paper, variants.Paper):
     raise InputError(f"populations fit the {variants.Paper.name} variant only")
-  bs = options.batch_size
+  bs, size = options.batch_size, options.epochs_per_sync
   n_train = num_train(options.num_samples, options.train_fraction)
+  rule = Plateau(options.patience, options.rel_tol)
   nets, rep = PartitionSpec(NETS), PartitionSpec()
 
   def init_one(kd, image):
     key = jax.random.wrap_key_data(kd)
-    return (init_state(key, options), *paper.fixed_data(key, image, options))
+    fresh = RuleState(jnp.bool_(True), jnp.float32(jnp.inf), jnp.int32(-1), jnp.int32(-1))
+    return (init_state(key, options), *paper.fixed_data(key, image, options), fresh)
 
-  def epoch_one(ts, train, val, kd, image, frozen, epoch):
-    key = jax.random.wrap_key_data(kd)
+  def epoch_one(ts, train, val, key, image, epoch):
     if options.fresh_data:  # the same pairs `Paper.epochs` draws for this epoch
       train = make_pairs(variants.fresh_key(key, epoch), image, n_train, options.in_channels)
     new, m = epoch_update(ts, train, variants.shuffle_key(key, epoch), batch_size=bs)
-    v = evaluate_loss(new, val, batch_size=bs)
-    # A converged net keeps its state: the others go on without it moving.
-    new = jax.tree.map(lambda old, upd: jnp.where(frozen, old, upd), ts, new)
-    return new, m, v
+    return new, m, evaluate_loss(new, val, batch_size=bs)
+
+  def block_one(ts, train, val, kd, image, rs, start, count):
+    key = jax.random.wrap_key_data(kd)
+    shapes = jax.eval_shape(lambda t: epoch_one(t, train, val, key, image, start)[1:], ts)
+    # The buffers start as constants but hold each net's own values: mark them as
+    # varying over the nets axis, as the loop's carry must be (shard_map's type check).
+    buffers = jax.tree.map(
+        lambda a: jax.lax.pcast(jnp.zeros((size,) + a.shape, a.dtype), (NETS,), to="varying"),
+        shapes + (jax.ShapeDtypeStruct((), jnp.bool_),))
+
+    def body(i, carry):
+      ts, rs, bufs = carry
+      ran = rs.active
+      new, m, v = epoch_one(ts, train, val, key, image, start + i)
+      best, gain, epoch, converged = rule.device_update(rs.best, rs.last_gain, rs.epoch,
+                                                        v["loss"])
+      # A converged net keeps its state: the others go on without it moving.
+      keep = lambda old, upd: jnp.where(rs.active, upd, old)
+      ts = jax.tree.map(keep, ts, new)
+      rs = RuleState(rs.active & ~converged, *map(keep, (rs.best, rs.last_gain, rs.epoch),
+                                                  (best, gain, epoch)))
+      bufs = jax.tree.map(lambda buf, x: buf.at[i].set(x), bufs, (m, v, ran))
+      return ts, rs, bufs
+
+    return jax.lax.fori_loop(0, count, body, (ts, rs, buffers))
 
   def sharded(fn, in_specs):
     return jax.shard_map(jax.vmap(fn, in_axes=tuple(0 if s == nets else None
@@ -319,8 +358,8 @@ def population_functions(options: FitOptions, mesh: jax.sharding.Mesh) -> Popula
                          mesh=mesh, in_specs=in_specs, out_specs=nets)
 
   init = jax.jit(sharded(init_one, (nets, nets)))
-  epoch = jax.jit(sharded(epoch_one, (nets,) * 6 + (rep,)), donate_argnums=(0,))
-  return PopulationFunctions(init, epoch)
+  block = jax.jit(sharded(block_one, (nets,) * 6 + (rep, rep)), donate_argnums=(0, 5))
+  return PopulationFunctions(init, block)
 
 
 def fit_population(keys, images, options: FitOptions, *,
@@ -334,44 +373,52 @@ def fit_population(keys, images, options: FitOptions, *,
   are spread over `mesh` (default: all devices of all processes; see
   `population_mesh`) and vmapped within a device; when P is not a multiple of the
   device count the last net is repeated to fill the mesh and the copies are dropped
-  (a copy stops when its original does, so it never lengthens the run). Every epoch
-  the host reads all nets' metrics (gathered from every process) and applies the
-  plateau rule per net; a converged net is frozen while the others go on.
-  `on_epoch(i, state, record)` runs for every net still training (state holds the
-  plateau and epoch only). Same call on every process under multiple controllers.
+  (a copy stops when its original does, so it never lengthens the run). The nets run
+  `epochs_per_sync` epochs between host syncs, each stopping on the device when its
+  plateau rule fires; at a sync the host reads every net's metrics (gathered from
+  every process) and replays the rule on them. `on_epoch(i, state, record)` runs for
+  every epoch a net trained (state holds the plateau and epoch only), a block at a
+  time. Same call on every process under multiple controllers.
   """
   keys = list(keys)
   mesh = population_mesh() if mesh is None else mesh
   fns = population_functions(options, mesh)
   kd, im = population_inputs(keys, images, mesh)
   p, total = len(keys), kd.shape[0]
-  nets = PartitionSpec(NETS)
-  ts, train, val = fns.init(kd, im)
+  ts, train, val, device_rule = fns.init(kd, im)
   rule = Plateau(options.patience, options.rel_tol)
   plateaus = [rule.init() for _ in range(total)]
   done = [False] * total
   reasons = [f"reached num_epochs={options.num_epochs}"] * total
   epochs = [0] * total
-  for epoch in range(options.num_epochs):
-    ts, m, v = fns.epoch(ts, train, val, kd, im, global_array(mesh, nets, done),
-                         global_array(mesh, PartitionSpec(), np.int32(epoch)))
-    m, v = multihost_utils.process_allgather((m, v), tiled=True)
+  rep = PartitionSpec()
+  start = 0
+  while start < options.num_epochs and not all(done):
+    count = min(options.epochs_per_sync, options.num_epochs - start)
+    ts, device_rule, metrics = fns.block(ts, train, val, kd, im, device_rule,
+                                         global_array(mesh, rep, np.int32(start)),
+                                         global_array(mesh, rep, np.int32(count)))
+    m, v, ran = multihost_utils.process_allgather(metrics, tiled=True)
     for i in range(total):
-      if done[i]:
-        continue
-      try:
-        record = epoch_record(epoch + 1, {k: x[i] for k, x in m.items()},
-                              {k: x[i] for k, x in v.items()})
-      except TrainingDiverged as e:
-        raise TrainingDiverged(f"net {i}: {e}") from None
-      plateaus[i], converged = rule.update(plateaus[i], record["val_loss"])
-      epochs[i] = epoch + 1
-      if on_epoch is not None and i < p:
-        on_epoch(i, FitState(None, plateaus[i], epochs[i]), record)
-      if converged:
-        done[i], reasons[i] = True, converged_reason(options)
-    if all(done):
-      break
+      for j in range(count):
+        if not ran[i, j]:
+          continue
+        if done[i]:  # the device went on where the host's rule had stopped
+          raise AssertionError(f"net {i}: the device and host plateau rules disagree")
+        try:
+          record = epoch_record(start + j + 1, {k: x[i, j] for k, x in m.items()},
+                                {k: x[i, j] for k, x in v.items()})
+        except TrainingDiverged as e:
+          raise TrainingDiverged(f"net {i}: {e}") from None
+        plateaus[i], converged = rule.update(plateaus[i], record["val_loss"])
+        epochs[i] = start + j + 1
+        if on_epoch is not None and i < p:
+          on_epoch(i, FitState(None, plateaus[i], epochs[i]), record)
+        if converged:
+          done[i], reasons[i] = True, converged_reason(options)
+      if not done[i] and not ran[i, count - 1]:
+        raise AssertionError(f"net {i}: the device and host plateau rules disagree")
+    start += count
   arrays = multihost_utils.process_allgather((ts.step, ts.params, ts.opt_state), tiled=True)
   states = []
   for i in range(p):

@@ -514,6 +514,61 @@ def _time_epoch(box: list, rec: dict, pairs: int, *, seconds: float, rounds: int
   return compiled
 
 
+def bench_population(case: "Case", nets: int, *, batch: int = 50, epoch_pairs: int = 750,
+                     seconds: float = 6.0, rounds: int = 3, peak: Peak | None = None) -> dict:
+  """Throughput of `nets` nets of `case` trained together as `fit.fit_population` trains
+  them: the sharded, vmapped block of one epoch (`epoch_pairs` training pairs and a
+  third as many validation pairs per net, the seed's 3:1 split), on every device.
+
+  Rates and FLOPs count every net; MFU is over the peak of all devices used. Nets that
+  do not fill the devices are padded as `fit_population` pads them, and the padding
+  counts as work done (it is, on the chip).
+  """
+  from singleseg_jax import fit as fit_lib  # noqa: PLC0415 (fit imports nothing of this)
+
+  n_val = max(1, epoch_pairs // 3)
+  options = FitOptions(in_channels=case.in_channels, width=case.width, layer=case.layer,
+                       dtype=case.dtype, batch_size=batch, num_samples=epoch_pairs + n_val,
+                       train_fraction=epoch_pairs / (epoch_pairs + n_val), epochs_per_sync=1)
+  n_train = num_train(options.num_samples, options.train_fraction)
+  mesh = fit_lib.population_mesh()
+  devices = mesh.devices.size
+  image = np.random.default_rng(4).integers(0, 256, (OUTPUT_SIDE, OUTPUT_SIDE, 3), np.uint8)
+  keys = [jax.random.key(i) for i in range(nets)]
+  fns = fit_lib.population_functions(options, mesh)
+  kd, im = fit_lib.population_inputs(keys, image, mesh)
+  ts, train, val, rule = fns.init(kd, im)
+  start, one = (fit_lib.global_array(mesh, P(), np.int32(n)) for n in (0, 1))
+  compiled, compile_s, _ = compile_counted(
+      fns.block.lower(ts, train, val, kd, im, rule, start, one), devices)
+  box = [ts, rule]
+
+  def epoch():  # the nets and their rules are donated: carry the new ones on
+    box[0], box[1], metrics = compiled(box[0], train, val, kd, im, box[1], start, one)
+    return metrics
+
+  t0 = time.perf_counter()
+  jax.block_until_ready(epoch())
+  rounds = _rounds_that_fit(time.perf_counter() - t0, seconds, rounds)
+  t = time_calls(epoch, seconds=seconds, rounds=rounds, warmup=0)
+  total = kd.shape[0]
+  flops = total * (n_train * train_flops_per_sample(case.in_channels, case.width)
+                   + n_val * flops_per_sample(case.in_channels, case.width))
+  peak = peak or peak_gflops(jax.devices()[0], case.dtype)
+  rec = {"case": case.name, "net": case.net, "layer": case.layer,
+         "impl": impl_name(case.layer), "dtype": case.dtype, "nets": nets,
+         "nets_computed": total, "devices_used": devices, "batch": batch,
+         "epoch_pairs": n_train, "val_pairs": n_val, "compile_s": compile_s,
+         "epoch_s": 1 / t.median, "samples_per_s": t.median * total * n_train,
+         "gflops_per_s": t.median * flops / 1e9,
+         "peak_gflops": peak.gflops * devices if peak.gflops else None,
+         "peak_source": peak.source, "xla_peak_bytes_per_device": xla_peak_bytes(compiled),
+         "timing": f"median of {rounds} rounds of {seconds / rounds:.3g} s after one warm-up "
+                   "epoch; every epoch waited for"}
+  rec["mfu"] = mfu(rec["gflops_per_s"], rec["peak_gflops"])
+  return rec
+
+
 def sweep(batches, widths, out: str, on_case: Callable[[dict], None] = lambda rec: None,
           **kw) -> list[dict]:
   """Every batch x width (in_channels = 256 * width): `bench_case` each, `on_case(record)`
@@ -539,6 +594,11 @@ def _numbers(values: Sequence[str], kind: type, name: str) -> list:
   if not out or min(out) <= 0:
     raise InputError(f"{name} must be positive, got {','.join(values)!r}")
   return out
+
+
+def parse_sizes(values: Sequence[str]) -> tuple[int, ...]:
+  """Population sizes from flag strings; InputError unless all are positive integers."""
+  return tuple(_numbers(values, int, "--suite_population_sizes"))
 
 
 def benchmark(in_channels: int, width: float, batch: int, *, seconds: float = 6.0,
@@ -605,9 +665,17 @@ class Case:
 #: budget drops the car net's cases.
 ACCELERATOR_CASES = tuple(Case(c, w, layer, dtype) for c, w in ((256, 1.0), (512, 2.0))
                           for layer in ("custom", "stock") for dtype in ("float32", "bfloat16"))
-#: Share of the suite's budget for its table of cases, split evenly between them; the
-#: cat run gets the rest, plus whatever the cases leave.
-CASES_SHARE = 0.5
+#: Shares of the suite's budget for its table of cases and for the population table,
+#: each split evenly between its entries; the cat run gets the rest, plus whatever the
+#: tables leave.
+CASES_SHARE = 0.3
+POPULATION_SHARE = 0.35
+#: Population sizes of the population table (nets trained together, `bench_population`).
+POPULATION_SIZES = (1, 8, 32, 128)
+#: The population table's nets, with the layer training picks (`auto`): bfloat16 and the
+#: car net first, the case the throughput goal is about, so a tight budget drops others.
+POPULATION_CASES = tuple(Case(c, w, "auto", dtype) for dtype in ("bfloat16", "float32")
+                         for c, w in ((512, 2.0), (256, 1.0)))
 #: Share of a case's slot timed for each of its two parts (the train step and the
 #: epoch); the rest of the slot is for compiling and warm-up calls.
 TIMED_SHARE = 0.25
@@ -632,16 +700,21 @@ def parse_cases(specs: Sequence[str]) -> tuple[Case, ...]:
 
 
 def accelerator_suite(out: str, config, *, cases: Sequence[Case] = ACCELERATOR_CASES,
+                      populations: Sequence[Case] = POPULATION_CASES,
+                      population_sizes: Sequence[int] = POPULATION_SIZES,
                       batch: int = 50, seconds: float = 480.0,
                       case_seconds: float | None = None, rounds: int = 3,
                       epoch_pairs: int = 750, peak_seconds: float = 1.5) -> dict:
   """The accelerator check's result, also written to out/accelerator.json and .md.
 
-  It times `cases` and fits `config`'s run within about `seconds`. Each case times
-  the train step and an epoch of `epoch_pairs` pairs (`bench_case`) on one device, for
-  `case_seconds` each (default: TIMED_SHARE of its slot, the cases sharing CASES_SHARE
-  of the budget). A case that would not fit in what is left of that share is skipped,
-  and one that fails (say, out of memory) is not retried; both are listed with the
+  It times `cases`, then `populations` at each of `population_sizes`, and fits
+  `config`'s run within about `seconds`. Each case times the train step and an epoch of
+  `epoch_pairs` pairs (`bench_case`) on one device, for `case_seconds` each (default:
+  TIMED_SHARE of its slot, the cases sharing CASES_SHARE of the budget); each
+  population entry times epochs of that many nets together on all devices
+  (`bench_population`, sharing POPULATION_SHARE). An entry that would not fit in what
+  is left of its share is skipped, and one that fails (say, out of memory) is not
+  retried, nor are the larger populations of its case; all are listed with the
   reason. Then `config`'s run is fitted from scratch
   (`run.train_and_evaluate`) in a temporary folder, for up to `config.num_epochs`
   epochs (`_cat_run`). Everything is checked before anything is timed.
@@ -652,47 +725,51 @@ def accelerator_suite(out: str, config, *, cases: Sequence[Case] = ACCELERATOR_C
   cases = tuple(cases)
   if not cases:
     raise InputError("the suite needs at least one case")
+  populations, population_sizes = tuple(populations), tuple(population_sizes)
+  if any(not isinstance(n, int) or n < 1 for n in population_sizes):
+    raise InputError(f"population sizes must be positive integers, got {population_sizes}")
   num_batches(epoch_pairs, batch)
   run_lib.prepare(config)  # the image exists and reads
   options = run_lib.fit_options(config)
   os.makedirs(out, exist_ok=True)
-  cases_end, deadline = t_start + CASES_SHARE * seconds, t_start + seconds
-  slot = CASES_SHARE * seconds / len(cases)
-  timed = case_seconds or TIMED_SHARE * slot
+  deadline = t_start + seconds
   dev = jax.devices()[0]
-  peaks, records, skipped, last_of_net = {}, [], [], {}
-  progress = Progress(len(cases))
-  for i, case in enumerate(cases):
-    # A net's last case says what the next one needs; a net not timed yet needs at least
-    # its timed seconds, and no less than the longest case so far.
-    need = last_of_net.get(case.net, max([2 * timed] + list(last_of_net.values())))
-    left = cases_end - time.perf_counter()
-    progress.update(i + 1)
-    if need > left:
-      skipped.append({"case": case.name, "reason": (
-          f"skipped: needs about {need:.0f} s, {max(left, 0):.0f} s left of the cases' "
-          f"{CASES_SHARE * seconds:.0f} s")})
-      logging.info("case %d/%d %s %s", i + 1, len(cases), case.name, skipped[-1]["reason"])
-      continue
-    t0 = time.perf_counter()
-    try:
-      if case.dtype not in peaks:
-        peaks[case.dtype] = peak_gflops(dev, case.dtype,
-                                        matmul_seconds=min(peak_seconds, 0.1 * slot))
-      rec = bench_case(case.in_channels, case.width, batch, dtype=case.dtype,
-                       layer=case.layer, mode="train,epoch", seconds=timed, rounds=rounds,
-                       peak=peaks[case.dtype], epoch_pairs=epoch_pairs)
-    except Exception as e:  # one broken case must not cost the others their time
-      skipped.append({"case": case.name, "reason": f"failed: {_one_line(e)}"})
-      logging.info("case %d/%d %s %s", i + 1, len(cases), case.name, skipped[-1]["reason"])
-      continue
-    rec.update(case=case.name, net=case.net, case_s=time.perf_counter() - t0)
-    last_of_net[case.net] = rec["case_s"]
-    records.append(rec)
-    logging.info("case %d/%d %s: step %.0f samples/s (MFU %s), epoch %.0f samples/s "
-                 "(MFU %s), %.1f s; %s", i + 1, len(cases), case.name, rec["samples_per_s"],
-                 _percent(rec["mfu"]), rec["epoch_samples_per_s"], _percent(rec["epoch_mfu"]),
-                 rec["case_s"], progress)
+  peaks, skipped = {}, []
+
+  def peak_of(dtype, slot):
+    if dtype not in peaks:
+      peaks[dtype] = peak_gflops(dev, dtype, matmul_seconds=min(peak_seconds, 0.1 * slot))
+    return peaks[dtype]
+
+  def case_entry(case, timed, slot):
+    rec = bench_case(case.in_channels, case.width, batch, dtype=case.dtype, layer=case.layer,
+                     mode="train,epoch", seconds=timed, rounds=rounds,
+                     peak=peak_of(case.dtype, slot), epoch_pairs=epoch_pairs)
+    rec.update(case=case.name, net=case.net)
+    return rec, (f"step {rec['samples_per_s']:.0f} samples/s (MFU {_percent(rec['mfu'])}), "
+                 f"epoch {rec['epoch_samples_per_s']:.0f} samples/s "
+                 f"(MFU {_percent(rec['epoch_mfu'])})")
+
+  def population_entry(entry, timed, slot):
+    case, nets = entry
+    rec = bench_population(case, nets, batch=batch, epoch_pairs=epoch_pairs, seconds=timed,
+                           rounds=rounds, peak=peak_of(case.dtype, slot))
+    return rec, f"{rec['samples_per_s']:.0f} samples/s over {nets} nets (MFU {_percent(rec['mfu'])})"
+
+  timed = case_seconds or TIMED_SHARE * CASES_SHARE * seconds / len(cases)
+  records = _timed_entries(cases, t_start, CASES_SHARE * seconds, timed, case_entry, skipped,
+                           name=lambda c: c.name, group=lambda c: c.net,
+                           chain=lambda c: c.name, what="cases")
+  pop_entries = [(c, n) for c in populations for n in population_sizes]
+  pop_timed = case_seconds or TIMED_SHARE * POPULATION_SHARE * seconds / max(len(pop_entries), 1)
+  # The populations' time ends a fixed share after the cases' end: what the cases left
+  # goes to them, what the cases overran is taken from them.
+  pop_records = _timed_entries(pop_entries, t_start + CASES_SHARE * seconds,
+                               POPULATION_SHARE * seconds, pop_timed,
+                               population_entry, skipped,
+                               name=lambda e: f"{e[0].name} x{e[1]} nets",
+                               group=lambda e: e[0].name, chain=lambda e: e[0].name,
+                               what="populations")
   try:
     cat = _cat_run(config, options, out, deadline, records)
   except Exception as e:  # the table is still worth writing
@@ -702,12 +779,56 @@ def accelerator_suite(out: str, config, *, cases: Sequence[Case] = ACCELERATOR_C
       "platform": dev.platform, "device_kind": dev.device_kind,
       "num_devices": jax.device_count(), "jax": jax.__version__, "budget_s": seconds,
       "elapsed_s": time.perf_counter() - t_start, "batch": batch, "epoch_pairs": epoch_pairs,
-      "timed_s_per_part": timed, "rounds": rounds,
+      "timed_s_per_part": timed, "population_timed_s": pop_timed, "rounds": rounds,
       "peaks": {d: dataclasses.asdict(p) for d, p in peaks.items()},
-      "cases": records, "skipped": skipped, "cat_run": cat}
+      "cases": records, "populations": pop_records, "skipped": skipped, "cat_run": cat}
   tables.atomic_write(os.path.join(out, "accelerator.json"), json.dumps(result, indent=2))
   tables.atomic_write(os.path.join(out, "accelerator.md"), accelerator_markdown(result))
   return result
+
+
+def _timed_entries(entries, begin: float, share: float, timed: float, run_one, skipped: list,
+                   *, name, group, chain, what: str) -> list[dict]:
+  """Runs `run_one(entry, timed seconds, slot) -> (record, summary)` for each entry that
+  fits before `begin + share` (perf_counter seconds), the others added to `skipped`;
+  returns the records.
+
+  An entry's need is the last time of its `group` (a group not timed yet: at least
+  twice its timed seconds, and no less than the longest entry so far); after a failure
+  the rest of its `chain` is skipped (a larger population of a net that ran out of
+  memory would run out too)."""
+  entries = list(entries)
+  if not entries:
+    return []
+  end, slot = begin + share, share / len(entries)
+  records, last, failed = [], {}, {}
+  progress = Progress(len(entries))
+  for i, entry in enumerate(entries):
+    g, c = group(entry), chain(entry)
+    need = last.get(g, max([2 * timed] + list(last.values())))
+    left = end - time.perf_counter()
+    progress.update(i + 1)
+    if c in failed:
+      reason = f"skipped: {failed[c]} failed"
+    elif need > left:
+      reason = (f"skipped: needs about {need:.0f} s, {max(left, 0):.0f} s left of the "
+                f"{what}' {share:.0f} s")
+    else:
+      t0 = time.perf_counter()
+      try:
+        rec, summary = run_one(entry, timed, slot)
+      except Exception as e:  # one broken entry must not cost the others their time
+        failed[c] = name(entry)
+        reason = f"failed: {_one_line(e)}"
+      else:
+        rec["case_s"] = last[g] = time.perf_counter() - t0
+        records.append(rec)
+        logging.info("%s %d/%d %s: %s, %.1f s; %s", what, i + 1, len(entries), name(entry),
+                     summary, rec["case_s"], progress)
+        continue
+    skipped.append({"case": name(entry), "reason": reason})
+    logging.info("%s %d/%d %s %s", what, i + 1, len(entries), name(entry), reason)
+  return records
 
 
 def _one_line(e: Exception) -> str:
@@ -792,6 +913,18 @@ def accelerator_markdown(result: dict) -> str:
       ("net", "layer", "dtype", "step samples/s", "step MFU", "epoch samples/s", "epoch MFU",
        "compile s (step + epoch)", "MiB per device (XLA)", "peak MiB so far"), rows)
   lines.append("")
+  pops = result.get("populations") or []
+  if pops:
+    single = {r["case"]: r["samples_per_s"] / r["nets_computed"] for r in pops if r["nets"] == 1}
+    lines += tables.markdown_table(
+        ("net", "layer", "dtype", "nets", "samples/s (all nets)", "x one net", "MFU",
+         "compile s", "MiB per device (XLA)"),
+        [(r["net"], f"{r['layer']} ({r['impl'].split('-')[1]})", r["dtype"], str(r["nets"]),
+          f"{r['samples_per_s']:.0f}",
+          f"{r['samples_per_s'] / single[r['case']]:.1f}" if r["case"] in single else "–",
+          _percent(r["mfu"]), f"{r['compile_s']:.1f}", mib(r["xla_peak_bytes_per_device"]))
+         for r in pops])
+    lines.append("")
   lines += [f"- {s['case']}: {s['reason']}" for s in result["skipped"]]
   lines += [f"- MFU against {d}: {p['source']}" for d, p in result["peaks"].items()]
   cat = result["cat_run"]

@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
 
@@ -169,6 +170,10 @@ class Plateau:
   falling below `(1 - rel_tol) * best`. The seed's MATLAB run had no such rule (500
   fixed epochs); the paper says training stops when the loss converges, and this is
   that rule made explicit. The state is a small tuple, so it checkpoints with the run.
+
+  The threshold is one float32 multiply (the losses are float32), so `device_update`,
+  the same rule in jnp, decides exactly as `update` does: a population can apply it on
+  the device for many epochs between host syncs and stop each net where `fit` would.
   """
   patience: int = 25
   rel_tol: float = 1e-3
@@ -179,21 +184,36 @@ class Plateau:
     if not 0 <= self.rel_tol < 1:
       raise InputError(f"rel_tol must be in [0, 1), got {self.rel_tol!r}")
 
+  @property
+  def factor(self) -> np.float32:
+    """1 - rel_tol, as the float32 both forms of the rule multiply by."""
+    return np.float32(1 - self.rel_tol)
+
   def init(self) -> PlateauState:
     """The state before the first epoch."""
     return PlateauState(epoch=-1, best=float("inf"), best_epoch=-1, last_gain=-1)
 
   def update(self, state: PlateauState, value: float) -> tuple[PlateauState, bool]:
     """Feeds one epoch's value; returns (new state, converged)."""
-    value = float(value)
+    value = float(np.float32(value))
     epoch = state.epoch + 1
-    gained = value < state.best * (1 - self.rel_tol) or state.best == float("inf")
+    gained = bool(np.float32(value) < np.float32(state.best) * self.factor)
     new = PlateauState(
         epoch=epoch,
         best=min(value, state.best),
         best_epoch=epoch if value < state.best else state.best_epoch,
         last_gain=epoch if gained else state.last_gain)
     return new, self.converged(new)
+
+  def device_update(self, best, last_gain, epoch, value):
+    """`update` in jnp on (best, last_gain, epoch) arrays (no best_epoch: the host
+    replays it); returns the new three and whether the rule has converged."""
+    epoch = epoch + 1
+    # inf * factor stays inf and nothing finite is below it, so the first epoch needs
+    # no special case (nor does the host's: float32(inf) * factor is inf too).
+    gained = value < best * self.factor
+    last_gain = jnp.where(gained, epoch, last_gain)
+    return jnp.minimum(value, best), last_gain, epoch, epoch - last_gain >= self.patience
 
   def converged(self, state: PlateauState) -> bool:
     """Whether `patience` epochs have passed without a gain."""

@@ -40,11 +40,17 @@ def _assert_each_net_is_its_own_fit(keys, images, options, together, reasons):
 
 def test_a_population_of_seeds_equals_individual_fits(image):
   # Three nets on the conftest's two devices: the mesh is filled with a copy of the last.
+  # Blocks of 2 epochs between syncs: the nets stop inside a block, on the device.
   assert jax.device_count() == 2
+  opts = FitOptions(**{**OPTIONS.__dict__, "num_epochs": 8, "epochs_per_sync": 2})
   keys = [jax.random.key(s) for s in (0, 1, 2)]
-  together, reasons = fit_seeds(keys, image, OPTIONS)
+  records = []
+  together, reasons = fit_seeds(keys, image, opts, on_epoch=lambda i, st, r: records.append(
+      (i, r["epoch"])))
   assert len(together) == 3
-  _assert_each_net_is_its_own_fit(keys, [image] * 3, OPTIONS, together, reasons)
+  assert sorted(records) == [(i, e + 1) for i, st in enumerate(together) for e in range(st.epoch)]
+  assert any(st.epoch % 2 and st.epoch < 8 for st in together), [s.epoch for s in together]
+  _assert_each_net_is_its_own_fit(keys, [image] * 3, opts, together, reasons)
 
 
 def test_a_population_of_images_with_fresh_data_equals_individual_fits(image):
@@ -62,19 +68,19 @@ def test_the_population_epoch_stays_on_each_device_and_donates_the_nets(image):
   fns = population_functions(opts, mesh)
   nets = PartitionSpec(NETS)
   kd, im = population_inputs([jax.random.key(s) for s in range(4)], image, mesh)
-  ts, train, val = fns.init(kd, im)
+  ts, train, val, rule = fns.init(kd, im)
   # Each net's pairs were made on the device that trains it: sharded over the nets.
   assert train.inputs.shape[0] == 4 and train.inputs.sharding.spec == nets
   assert {s.device for s in train.inputs.addressable_shards} == set(jax.devices())
-  args = (ts, train, val, kd, im, global_array(mesh, nets, [False] * 4),
-          global_array(mesh, PartitionSpec(), np.int32(0)))
-  for fn, fn_args in ((fns.epoch, args), (fns.init, (kd, im))):
+  args = (ts, train, val, kd, im, rule, *(global_array(mesh, PartitionSpec(), np.int32(n))
+                                          for n in (0, 1)))
+  for fn, fn_args in ((fns.block, args), (fns.init, (kd, im))):
     hlo = fn.lower(*fn_args).compile().as_text()
     for op in ("all-reduce", "all-gather", "collective-permute", "all-to-all",
                "reduce-scatter"):
       assert op not in hlo
-  fns.epoch(*args)
-  assert all(leaf.is_deleted() for leaf in jax.tree.leaves(ts))
+  fns.block(*args)
+  assert all(leaf.is_deleted() for leaf in jax.tree.leaves((ts, rule)))
 
 
 def test_a_population_needs_one_image_or_one_per_key(image):

@@ -176,6 +176,7 @@ def test_epoch_part_times_whole_epochs_of_the_stock_layer(capsys):
     (dict(epoch_pairs=2, mode="epoch"), "batch_size 4 is larger than the 2 training pairs"),
     (dict(suite="accelerator", suite_cases=["8:0.125:custom"]), "in_channels:width:layer:dtype"),
     (dict(suite="accelerator", suite_cases=["8:0.125:fast:float32"]), "layer must be one of"),
+    (dict(suite="accelerator", suite_population_sizes=["0"]), "must be positive"),
     (dict(suite="accelerator", suite_seconds=0.0), "must be > 0"),
 ])
 def test_bad_flag_values_are_input_errors(overrides, message):
@@ -203,10 +204,19 @@ def _suite_config(photo_path, **overrides):
 def test_accelerator_suite_writes_its_table_and_the_full_run(tmp_path, photo_path):
   out = tmp_path / "acc"
   _run_main(suite="accelerator", out=str(out), suite_cases=["8:0.125:custom:float32"],
+            suite_populations=["8:0.125:custom:float32"], suite_population_sizes=["1", "3"],
             epoch_pairs=8, seconds=0.2, rounds=1, suite_seconds=600.0,
             config=_suite_config(photo_path, num_epochs=2))
   result = json.loads((out / "accelerator.json").read_text())
   (rec,) = result["cases"]
+  one, three = result["populations"]
+  # Three nets on the conftest's two devices: four are computed, as fit_population pads.
+  assert (one["nets"], one["nets_computed"], three["nets"], three["nets_computed"]) == (1, 2, 3, 4)
+  assert three["devices_used"] == 2 and three["epoch_pairs"] == 8 and three["val_pairs"] == 2
+  flops = 4 * (8 * bm.train_flops_per_sample(8, 0.125) + 2 * bm.flops_per_sample(8, 0.125))
+  assert three["gflops_per_s"] == pytest.approx(flops / three["epoch_s"] / 1e9)
+  assert three["mfu"] == pytest.approx(three["gflops_per_s"] / three["peak_gflops"])
+  assert three["xla_peak_bytes_per_device"] > 0
   assert result["skipped"] == [] and rec["case"] == "C=8 w0.125 custom float32"
   assert rec["mode"] == "train,epoch" and rec["timing"].startswith("median of 1 rounds of 0.2 s")
   for key in ("samples_per_s", "mfu", "epoch_samples_per_s", "epoch_mfu",
@@ -219,19 +229,23 @@ def test_accelerator_suite_writes_its_table_and_the_full_run(tmp_path, photo_pat
   assert (out / "cat_loss_curve.png").read_bytes()[:4] == b"\x89PNG"
   md = (out / "accelerator.md").read_text()
   assert "| C=8 w0.125 | custom | float32 |" in md and "- cat run (" in md
+  assert "| C=8 w0.125 | custom (custom) | float32 | 3 |" in md
   assert "2 epochs in" in md and "MFU against float32: measured" in md
 
 
 def test_accelerator_suite_skips_what_does_not_fit_and_says_so(tmp_path, photo_path):
   cases = bm.parse_cases(["8:0.125:custom:float32", "16:0.25:stock:bfloat16"])
   result = bm.accelerator_suite(str(tmp_path), _suite_config(photo_path), cases=cases,
+                                populations=cases[:1], population_sizes=(1, 8),
                                 batch=4, epoch_pairs=8, seconds=1e-3)
-  assert result["cases"] == []
-  assert [s["case"] for s in result["skipped"]] == [c.name for c in cases]
-  assert all("left of the cases' 0 s" in s["reason"] for s in result["skipped"])
+  assert result["cases"] == [] and result["populations"] == []
+  assert [s["case"] for s in result["skipped"]] == [c.name for c in cases] + [
+      "C=8 w0.125 custom float32 x1 nets", "C=8 w0.125 custom float32 x8 nets"]
+  assert all("left of the cases' 0 s" in s["reason"] for s in result["skipped"][:2])
+  assert all("left of the populations' 0 s" in s["reason"] for s in result["skipped"][2:])
   assert result["cat_run"]["skipped"] == "skipped: 0 s left of the budget"
   md = (tmp_path / "accelerator.md").read_text()
-  assert md.count("skipped:") == 3
+  assert md.count("skipped:") == 5
 
 
 def test_accelerator_suite_lists_a_failing_case_and_goes_on(tmp_path, photo_path, monkeypatch):
@@ -239,12 +253,17 @@ def test_accelerator_suite_lists_a_failing_case_and_goes_on(tmp_path, photo_path
     raise RuntimeError("RESOURCE_EXHAUSTED: out of memory\nwhile allocating")
 
   monkeypatch.setattr(bm, "bench_case", fail)
+  monkeypatch.setattr(bm, "bench_population", fail)
   monkeypatch.setattr(bm, "_cat_run", fail)
   cases = bm.parse_cases(["8:0.125:custom:float32", "8:0.125:stock:float32"])
   result = bm.accelerator_suite(str(tmp_path), _suite_config(photo_path), cases=cases,
+                                populations=cases[:1], population_sizes=(1, 8),
                                 batch=4, epoch_pairs=8, seconds=100.0, case_seconds=0.1,
                                 peak_seconds=0.01)
   reason = "failed: RuntimeError: RESOURCE_EXHAUSTED: out of memory"
-  assert [s["reason"] for s in result["skipped"]] == [reason, reason]
+  # The larger population of a net that failed is not tried.
+  assert [s["reason"] for s in result["skipped"]] == [reason, reason, reason,
+                                                      "skipped: C=8 w0.125 custom float32 x1 "
+                                                      "nets failed"]
   assert result["cat_run"]["skipped"] == reason
-  assert (tmp_path / "accelerator.md").read_text().count(reason) == 3
+  assert (tmp_path / "accelerator.md").read_text().count(reason) == 4

@@ -83,6 +83,30 @@ def test_plateau_rule():
     stops.append(stop)
   # gains (>1%) at epochs 0, 1, 5; three epochs after 1 -> epoch 4 stops; after 5 -> 8.
   assert stops == [False, False, False, False, True, False, False, False, True]
-  assert st.best == 7.97 and st.best_epoch == 8
+  assert st.best == np.float32(7.97) and st.best_epoch == 8
   with pytest.raises(InputError):
     Plateau(patience=0)
+
+
+def test_the_device_plateau_rule_decides_as_the_host_rule():
+  # Values one float32 ulp either side of the threshold are where a float64 host rule
+  # and a float32 device rule would part; the two forms must not.
+  rule = Plateau(patience=2, rel_tol=1e-3)
+  rng = np.random.default_rng(0)
+  values, v = [], np.float32(100.0)
+  for _ in range(200):
+    t = v * rule.factor
+    v = rng.choice([np.nextafter(t, np.float32(0)), t, np.nextafter(t, np.float32(np.inf)),
+                    v * np.float32(1.01)]).astype(np.float32)
+    values.append(v)
+  host, st = [], rule.init()
+  for x in values:
+    st, stop = rule.update(st, x)
+    host.append((st.last_gain, stop))
+  step = jax.jit(rule.device_update)
+  best, gain, epoch, device = jnp.float32(jnp.inf), jnp.int32(-1), jnp.int32(-1), []
+  for x in values:
+    best, gain, epoch, stop = step(best, gain, epoch, jnp.float32(x))
+    device.append((int(gain), bool(stop)))
+  assert device == host
+  assert 0 < sum(s for _, s in host) < len(values)  # the rule both fired and held off
