@@ -15,7 +15,8 @@ All outlines are checked before anything is written.
 
 --refine=grabcut (`auto`, the default, where the variant allows it and OpenCV is
 installed) makes the full-resolution outputs the net + GrabCut hybrid
-(`singleseg_jax.cutouts.full_resolution_hybrid`).
+(`singleseg_jax.cutouts.full_resolution_hybrid`). --soft_edges gives the
+full-resolution cut-outs fractional alpha at the edge (the masks stay hard).
 """
 import os
 
@@ -41,6 +42,8 @@ flags.DEFINE_integer("zoom", 2, "Enlargement of the panels in row_k.png.")
 flags.DEFINE_enum("refine", "auto", list(cutouts.REFINE_MODES),
                   "Full-resolution refinement: grabcut = net + GrabCut hybrid (needs "
                   "OpenCV); auto = grabcut where the variant allows it and OpenCV is installed.")
+flags.DEFINE_bool("soft_edges", False, "Fractional alpha at the edge of the full-resolution "
+                  "cut-outs (colour guided filter of the mask, singleseg_jax/matting.py).")
 flags.mark_flags_as_required(["workdir"])
 
 
@@ -59,7 +62,7 @@ def main(argv):
   refine = cutouts.refinement(FLAGS.refine, variant, original is not None)
   out = FLAGS.out or os.path.join(FLAGS.workdir, "segment")
   lines = cutouts.write(out, image, outlines, res, original, info["crop_box"], refine,
-                        FLAGS.zoom)
+                        FLAGS.zoom, FLAGS.soft_edges)
   print("\n".join(lines) + f"\nwrote {len(lines)} row(s) to {out}")
 
 

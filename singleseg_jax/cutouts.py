@@ -15,7 +15,7 @@ import numpy as np
 from absl import logging
 from PIL import Image
 
-from singleseg_jax import figures, geometry, image as image_lib
+from singleseg_jax import figures, geometry, image as image_lib, matting
 from singleseg_jax.errors import InputError
 from singleseg_jax import variants
 from singleseg_jax.variants import Segmentation, Variant
@@ -139,9 +139,26 @@ def outline_overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
   return out
 
 
-def rgba(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
-  """The RGBA cut-out: `image` opaque inside the bool `mask`, transparent outside."""
-  return np.dstack([image, np.where(mask, 255, 0).astype(np.uint8)])
+def rgba(image: np.ndarray, mask: np.ndarray, soft_edges: bool = False) -> np.ndarray:
+  """The RGBA cut-out: `image` opaque inside the bool `mask`, transparent outside; with
+  `soft_edges`, fractional alpha near the mask's edge (`matting.soft_alpha`)."""
+  if soft_edges:
+    alpha = np.round(matting.soft_alpha(image, mask) * 255).astype(np.uint8)
+  else:
+    alpha = np.where(mask, 255, 0).astype(np.uint8)
+  return np.dstack([image, alpha])
+
+
+def photo_rgba(original: np.ndarray, mask: np.ndarray, crop_box,
+               soft_edges: bool = False) -> np.ndarray:
+  """The RGBA cut-out of the whole photo for a mask of the photo that is empty outside
+  the crop (`crop_box`); soft edges are computed on the crop only, where the answer is."""
+  out = rgba(original, mask)
+  if soft_edges:
+    top, left, side = crop_box
+    window = (slice(top, top + side), slice(left, left + side))
+    out[window] = rgba(original[window], mask[window], soft_edges=True)
+  return out
 
 
 def full_resolution(mask: np.ndarray, original: np.ndarray, crop_box) -> tuple[np.ndarray, np.ndarray]:
@@ -276,9 +293,10 @@ def render(image: np.ndarray, outline: np.ndarray, res: Segmentation, k: int,
 
 def write(out: str, image: np.ndarray, outlines: list[tuple[str, np.ndarray]],
           res: Segmentation, original: Optional[np.ndarray], crop_box, refine: bool,
-          zoom: int = 2) -> list[str]:
+          zoom: int = 2, soft_edges: bool = False) -> list[str]:
   """Writes every outline's row, mask and cut-out (and their full-resolution versions
-  when `original` is given; refined by the hybrid when `refine`) to `out`, then
+  when `original` is given; refined by the hybrid when `refine`, the cut-out's alpha
+  soft at the edge with `soft_edges`) to `out`, then
   `rows.png`, replacing an earlier call's outputs as a whole (its files for outlines
   this call does not have are removed; other files are left alone). Returns one line
   per outline saying what it covers."""
@@ -292,7 +310,8 @@ def write(out: str, image: np.ndarray, outlines: list[tuple[str, np.ndarray]],
       soft = res.mask[k] if res.probability is None else res.probability[k]
       big = corrected_full_resolution(outline, soft, original, crop_box, hybrid=refine)
       files[f"mask_{k}_full.png"] = big.astype(np.uint8) * 255
-      files[f"cutout_{k}_full.png"] = rgba(image_lib.crop_to_box(original, crop_box), big)
+      files[f"cutout_{k}_full.png"] = rgba(image_lib.crop_to_box(original, crop_box), big,
+                                           soft_edges)
     lines.append(f"{k}: {name}: mask covers {res.mask[k].mean():.1%} of the "
                  f"{image.shape[0]}x{image.shape[1]} image"
                  + ("; full resolution refined with GrabCut" if refine else ""))

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from helpers import ROOT, cli, params_of, runlocal_config
-from singleseg_jax import run
+from singleseg_jax import cutouts, run
 
 
 def test_sigkill_then_rerun_resumes_to_the_same_result(tmp_path, photo_path):
@@ -160,8 +160,12 @@ def test_snap_variant_end_to_end(tmp_path, photo_path):
   else:
     assert "refined" not in res.stdout
   res = cli("experiments.segment", f"--workdir={workdir}", "--box=20,20,80,80",
-             f"--out={tmp_path / 'seg2'}", "--refine=none")
+             f"--out={tmp_path / 'seg2'}", "--refine=none", "--soft_edges")
   assert res.returncode == 0 and "refined" not in res.stdout, res.stderr[-2000:]
+  # --soft_edges: the hard mask's cut-out with the guided filter's alpha.
+  mask = np.asarray(Image.open(tmp_path / "seg2" / "mask_0_full.png")) > 0
+  cut = np.asarray(Image.open(tmp_path / "seg2" / "cutout_0_full.png"))
+  np.testing.assert_array_equal(cut, cutouts.rgba(cut[..., :3], mask, soft_edges=True))
 
 
 def test_compare_builds_the_ablation_table(tmp_path):

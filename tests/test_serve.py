@@ -104,7 +104,7 @@ def test_page_and_status(base):
   assert st["variant"] == "paper" and st["hybrid"] is False and st["side"] == 100
 
 
-def test_segment_returns_images_of_the_right_shape(base):
+def test_segment_returns_images_of_the_right_shape(base, photo):
   poly = [[20, 15], [85, 20], [80, 90], [15, 80]]
   code, body = _request(base, "POST", "/api/segment", json.dumps({"polygon": poly}),
                         {"Content-Type": "application/json"})
@@ -115,8 +115,12 @@ def test_segment_returns_images_of_the_right_shape(base):
   cut = _decode(out["cutout"])
   assert cut.size == (100, 100) and cut.mode == "RGBA"
   assert 0 <= out["coverage"] <= 1
-  _check_full(out, photo_size=(160, 120), crop=120, fetch=lambda url: _request(base, "GET", url)[1])
+  fetch = lambda url: _request(base, "GET", url)[1]
+  mask = _check_full(out, photo_size=(160, 120), crop=120, fetch=fetch)
   assert out["method"] == "net"  # the paper's net: no hybrid
+  # "soft edges": the same answer with the guided filter's alpha, on the crop only.
+  soft = np.asarray(Image.open(io.BytesIO(fetch(out["cutout_url"] + "?soft=1"))))
+  np.testing.assert_array_equal(soft, cutouts.photo_rgba(photo, mask, (0, 0, 120), True))
 
 
 def _check_full(out, photo_size, crop, fetch):

@@ -306,12 +306,15 @@ class App:
             "method": "net + GrabCut" if self.hybrid else "net",
             "coverage": float(crop.mean())}
 
-  def cutout_png(self, path: str) -> Optional[bytes]:
-    """The RGBA PNG of a kept answer's `cutout_url` (alpha = its mask), or None if none."""
+  def cutout_png(self, path: str, soft_edges: bool = False) -> Optional[bytes]:
+    """The RGBA PNG of a kept answer's `cutout_url` (alpha = its mask, soft at the edge
+    with `soft_edges`), or None if none."""
     match = CUTOUT_PATH.fullmatch(path)
     with self.lock:
       full = self.answers.get(match.group(1)) if match else None
-    return None if full is None else png_bytes(cutouts.rgba(self.original, full))
+    if full is None:
+      return None
+    return png_bytes(cutouts.photo_rgba(self.original, full, self.crop_box, soft_edges))
 
 
 
@@ -336,7 +339,7 @@ def make_handler(app: App):
       self._send(code, json.dumps(obj).encode(), "application/json")
 
     def do_GET(self):
-      path = self.path.split("?", 1)[0]
+      path, _, query = self.path.partition("?")
       if path in STATIC_FILES:
         name, ctype = STATIC_FILES[path]
         with open(os.path.join(STATIC_DIR, name), "rb") as f:
@@ -344,7 +347,7 @@ def make_handler(app: App):
       if path == "/api/status":
         return self._json(200, app.status())
       if path.startswith("/api/cutout/"):
-        png = app.cutout_png(path)
+        png = app.cutout_png(path, soft_edges="soft=1" in query.split("&"))
         if png is None:
           return self._json(404, {"error": "that cut-out is no longer kept: draw again"})
         return self._send(200, png, "image/png")
@@ -360,7 +363,7 @@ def make_handler(app: App):
       return self._not_allowed()
 
     def _not_allowed(self):
-      path = self.path.split("?", 1)[0]
+      path, _, query = self.path.partition("?")
       allow = ALLOWED.get(path, "GET" if path in GET_PATHS or CUTOUT_PATH.fullmatch(path)
                           else None)
       if allow is None:

@@ -308,8 +308,16 @@ async function request() {
   if (JSON.stringify(doc) !== sentKey) request();
 }
 
+// "Soft edges" asks the server for fractional alpha at the edge (a guided filter of the
+// mask by the photo); the tinted mask on the canvas is the hard one either way.
+function cutoutHref() {
+  return cutoutUrl + ($("soft-edges").checked ? "?soft=1" : "");
+}
+
+let cutoutUrl = "";
 function showAnswer(a) {
-  $("download-png").href = a.cutout_url;
+  cutoutUrl = a.cutout_url;
+  $("download-png").href = cutoutHref();
   $("download-mask").href = a.mask_full;
   const c = info.photo.crop, k = c.side / info.side;
   const json = {
@@ -355,3 +363,4 @@ document.addEventListener("keydown", (ev) => {
 });
 window.addEventListener("resize", () => { if (photo && !$("draw").hidden) layout(); });
 poll();
+$("soft-edges").addEventListener("change", () => { if (cutoutUrl) $("download-png").href = cutoutHref(); });
