@@ -10,7 +10,8 @@ with every click so far:
    left out (the frame of the evaluation's full-size scores).
 2. The click goes in the largest 8-connected error component, at its interior point
    farthest from its border (a Euclidean distance transform; the image border counts
-   as border), the "centre" of the error as in Xu et al. 2016 and the RITM protocol. It
+   as border; ties to the one nearest their middle), the "centre" of the error as in
+   Xu et al. 2016 and the RITM protocol. It
    is an *add* click where the answer missed object, *remove* where it took background.
 3. A click is a tap of the page's stroke (`cutouts.STROKE_WIDTH` wide, a disc) in the
    100x100 frame, so every method gets exactly what the page would send.
@@ -33,6 +34,7 @@ it; `reached` says which).
 """
 from __future__ import annotations
 
+import json
 import os
 import time
 import traceback
@@ -91,7 +93,10 @@ def next_click(answer, labels: M.Labels) -> Click | None:
   largest = components == 1 + int(np.argmax(np.bincount(components.ravel())[1:]))
   # Padded with background so the image border is border too.
   depth = geometry.distance_transform(~np.pad(largest, 1))[1:-1, 1:-1]
-  row, col = np.unravel_index(int(np.argmax(depth)), depth.shape)
+  # Ties (a strip is equally deep along its length) go to the deepest pixel nearest
+  # the middle of the deepest ones, not to the first in raster order.
+  deepest = np.argwhere(depth == depth.max())
+  row, col = deepest[np.argmin(((deepest - deepest.mean(0)) ** 2).sum(1))]
   return Click(int(row), int(col), "remove" if pred[row, col] else "add")
 
 
@@ -246,22 +251,28 @@ def evaluate_corrections(config, data_dir: str, out: str, *, settings, methods,
                          tolerance: float = protocol.BF_TOLERANCE, command: str = "") -> dict:
   """Runs the click simulation (module doc) on every image of `data_dir` and writes
   clicks.csv (a row per image x outline x method x click count), noc.csv (a row per
-  image x outline x method), summary.md and noc_curve.png to `out`. Checks every
-  argument before anything is written; returns the counts of images done and not."""
+  image x outline x method), run.json (the flags), summary.md and noc_curve.png to
+  `out`. Rows are appended per image; rerun the same command (any `max_images`) and
+  it goes on with the images not done. Checks every argument before anything is
+  written; returns the counts of images done and not."""
   methods = check(methods, config, cap)
   image_lib.crop_square(np.zeros((image_lib.MIN_SIDE,) * 2 + (3,), np.uint8), crop)
   if tolerance < 0:
     raise InputError("--bf_tolerance must be >= 0")
   images = dataset.find_images(data_dir)[:max_images or None]
-  os.makedirs(out, exist_ok=True)
+  finished = _start_or_resume(out, {
+      "config": json.loads(config.to_json_best_effort()), "data": os.path.abspath(data_dir),
+      "settings": [list(s) for s in settings], "methods": methods, "cap": cap, "crop": crop,
+      "tolerance": tolerance})
   paths = {name: os.path.join(out, name) for name in ("clicks.csv", "noc.csv")}
-  tables.write_csv(paths["clicks.csv"], [], TRACE_FIELDS)
-  tables.write_csv(paths["noc.csv"], [], NOC_FIELDS)
-  logging.info("corrections: %d image(s) x %d outline(s) x %s, up to %d clicks -> %s",
-               len(images), len(settings), ",".join(methods), cap, out)
-  progress = Progress(len(images))
-  done, notes = 0, []
+  logging.info("corrections: %d image(s) (%d done before) x %d outline(s) x %s, up to %d "
+               "clicks -> %s", len(images), len(finished), len(settings), ",".join(methods),
+               cap, out)
+  progress = Progress(len(images), start=sum(name in finished for name, _, _ in images))
+  done, notes = progress.start, []
   for i, (name, image_path, mask_path) in enumerate(images):
+    if name in finished:
+      continue
     try:
       if mask_path is None:
         raise InputError(f"no mask masks/{name}.png")
@@ -270,7 +281,7 @@ def evaluate_corrections(config, data_dir: str, out: str, *, settings, methods,
         raise InputError(f"the {crop} crop keeps under 1% object")
       traces, nocs, skipped = _evaluate_image(case, config, settings, methods, cap, tolerance)
       tables.append_csv(paths["clicks.csv"], traces, TRACE_FIELDS)
-      tables.append_csv(paths["noc.csv"], nocs, NOC_FIELDS)
+      tables.append_csv(paths["noc.csv"], nocs, NOC_FIELDS)  # last: marks the image done
       notes += skipped
       done += 1
     except InputError as e:
@@ -288,7 +299,7 @@ def evaluate_corrections(config, data_dir: str, out: str, *, settings, methods,
           "clicks": f"up to {cap}; a tap {cutouts.STROKE_WIDTH:g} px wide at 100x100",
           "GrabCut": f"band {baselines.DEFAULT_BAND:g} px at 100x100, "
                      f"{baselines.DEFAULT_ITERATIONS} iterations",
-          "wall time": hms(time.perf_counter() - progress.t0),
+          "wall time (this invocation)": hms(time.perf_counter() - progress.t0),
           "device": jax.devices()[0].device_kind}
   tables.atomic_write(os.path.join(out, "summary.md"),
                       summary_markdown(rows, methods, cap, meta, notes))
@@ -296,6 +307,30 @@ def evaluate_corrections(config, data_dir: str, out: str, *, settings, methods,
     figures.noc_curve(curve_series(rows, methods, cap), THRESHOLDS,
                       os.path.join(out, "noc_curve.png"))
   return {"ok": done, "not": len(images) - done}
+
+
+def _start_or_resume(out: str, identity: dict) -> set:
+  """The images `out` already holds (a killed or shorter run with the same flags,
+  `--max_images` aside), after dropping the clicks of an image it did not finish; or a
+  fresh start. InputError for a run made with other flags."""
+  identity = json.loads(json.dumps(identity))
+  paths = [os.path.join(out, n) for n in ("run.json", "clicks.csv", "noc.csv")]
+  if all(os.path.exists(p) for p in paths):
+    with open(paths[0]) as f:
+      if json.load(f) != identity:
+        raise InputError(f"{out} holds a corrections run made with other flags or config; "
+                         "use another --out")
+    finished = {r["image"] for r in tables.read_csv(paths[2])}
+    clicks = [r for r in tables.read_csv(paths[1]) if r["image"] in finished]
+    tables.write_csv(paths[1], clicks, TRACE_FIELDS)
+    return finished
+  if os.path.exists(out) and not os.path.isdir(out):
+    raise InputError(f"--out {out} is a file, not a folder")
+  os.makedirs(out, exist_ok=True)
+  tables.write_csv(paths[1], [], TRACE_FIELDS)
+  tables.write_csv(paths[2], [], NOC_FIELDS)
+  tables.atomic_write(paths[0], json.dumps(identity, indent=1))
+  return set()
 
 
 def curve_series(rows, methods, cap: int) -> dict:
