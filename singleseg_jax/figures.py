@@ -188,6 +188,8 @@ def noc_curve(series: dict, thresholds: Sequence[float], path: str) -> None:
                     color=colour, alpha=0.15, lw=0)
   for t in thresholds:
     ax.axhline(t, ls=":", color="k", lw=1)
+  low = min(float(np.nanmin(s[:, 0])) for s in series.values())
+  ax.set_ylim(max(0.0, low - 0.1), 1.0)  # IoU ends at 1; a wide interval need not squash it
   ax.set_xlabel("corrections (simulated clicks after the outline)")
   ax.set_ylabel("IoU at full resolution (mean, 95% CI over images)")
   ax.grid(alpha=0.3)

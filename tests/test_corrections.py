@@ -84,6 +84,21 @@ def test_an_answer_that_ignores_clicks_gets_the_cap():
   assert len(trace.clicks) == 4 and len(set(trace.clicks)) == 1  # the same place every time
 
 
+def test_summary_counts_outlines_never_reached_and_clicks_that_cost_iou():
+  ious = {"a": [0.5, 0.95, 0.3, 0.96], "b": [0.8, 0.82, 0.84, 0.86]}
+  rows = []
+  for image, v in ious.items():
+    row = {"image": image, "method": "grabcut", **{f"iou_{k}": x for k, x in enumerate(v)}}
+    for t in C.THRESHOLDS:
+      row[f"noc{round(100 * t)}"], reached = C.noc(v, t)
+      row[f"reached{round(100 * t)}"] = str(reached)
+    rows.append(row)
+  text = C.summary_markdown(rows, ["grabcut"], 3, {}, [])
+  line = next(x for x in text.splitlines() if x.startswith("| grabcut |"))
+  # NoC 1 and 3 (the cap): 2 ± t(0.975, 1) = 12.71; b misses 90; a's second click costs 0.65.
+  assert line.startswith("| grabcut | 2.00 ± 12.71 | 2.00 ± 12.71 | 1 of 2 | 1 of 2 | 0.650")
+
+
 def test_superpixel_clicks_claim_the_whole_superpixel_last_click_winning():
   sp = np.repeat(np.repeat(np.arange(4).reshape(2, 2), 50, 0), 50, 1)  # four quadrants
   soft = np.full((100, 100), 0.3, np.float32)

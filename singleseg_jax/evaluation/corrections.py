@@ -62,6 +62,9 @@ CAP = 20
 THRESHOLDS = (0.85, 0.90)
 #: The click counts of the summary's IoU columns (noc.csv has every count).
 TABLE_CLICKS = (0, 1, 2, 3, 4, 5, 10, 20)
+#: A click that lowers IoU by more than this is counted in the summary: GrabCut, given
+#: one more sure label, can re-fit its colour models and drop most of the object.
+DROP = 0.1
 TRACE_FIELDS = ("image", "d", "sigma", "vertices", "seed", "method", "clicks", "iou", "bf",
                 "mode", "x", "y", "seconds")
 NOC_FIELDS = ("image", "d", "sigma", "vertices", "seed", "method", "side", "fit_seconds",
@@ -338,6 +341,12 @@ def curve_series(rows, methods, cap: int) -> dict:
                        for k in range(cap + 1)]) for m in methods}
 
 
+def _worst_drop(row, cap: int) -> float:
+  """The largest fall in IoU that one click caused on one outline (a noc.csv row)."""
+  ious = [float(row[f"iou_{k}"]) for k in range(cap + 1)]
+  return max(0.0, *(a - b for a, b in zip(ious, ious[1:])))
+
+
 def summary_markdown(rows, methods, cap: int, meta: dict, notes) -> str:
   """summary.md: NoC and IoU after k clicks per method, and paired differences."""
   lines = ["# Corrections: clicks to reach an IoU", ""]
@@ -345,8 +354,9 @@ def summary_markdown(rows, methods, cap: int, meta: dict, notes) -> str:
   lines += [f"- images: {len({r['image'] for r in rows})}; rows: {len(rows)}", ""]
   lines += ["Every ± is a 95% Student-t interval over per-image means (the outlines of one "
             f"image are averaged first). NoC@t: clicks until IoU >= t, 0 if the outline's "
-            f"answer reaches it, {cap} (the cap) if it never does; *missed* counts the "
-            "outlines that never reach 90%. IoU at the crop's full resolution, the 128 band "
+            f"answer reaches it, {cap} (the cap) if it never does; *missed 90* counts the "
+            "outlines that never reach 90%, the next column those where one click lowered "
+            "IoU by more than that. IoU at the crop's full resolution, the 128 band "
             "ignored.", ""]
   ks = [k for k in TABLE_CLICKS if k <= cap]
   of = lambda m: (lambda r: r["method"] == m)
@@ -354,10 +364,13 @@ def summary_markdown(rows, methods, cap: int, meta: dict, notes) -> str:
   for m in methods:
     sel = [r for r in rows if of(m)(r)]
     missed = sum(r["reached90"] != "True" for r in sel)
+    dropped = sum(_worst_drop(r, cap) > DROP for r in sel)
     table.append([m, tables.fmt(*reports.ci(rows, "noc85", of(m))[:2], 2),
-                  tables.fmt(*reports.ci(rows, "noc90", of(m))[:2], 2), f"{missed} of {len(sel)}"]
+                  tables.fmt(*reports.ci(rows, "noc90", of(m))[:2], 2),
+                  f"{missed} of {len(sel)}", f"{dropped} of {len(sel)}"]
                  + [tables.fmt(*reports.ci(rows, f"iou_{k}", of(m))[:2]) for k in ks])
-  lines += tables.markdown_table(["method", "NoC@85", "NoC@90", "missed 90"]
+  lines += tables.markdown_table(["method", "NoC@85", "NoC@90", "missed 90",
+                                  f"a click cost > {DROP:g} IoU"]
                                  + [f"IoU@{k}" for k in ks], table)
   lines.append("")
   ref = "grabcut"
