@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from helpers import cli, synthetic
-from singleseg_jax import InputError, cutouts, geometry
+from singleseg_jax import InputError, cutouts
 from singleseg_jax.evaluation import corrections as C
 from singleseg_jax.evaluation import metrics as M
 

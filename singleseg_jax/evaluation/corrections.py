@@ -119,19 +119,24 @@ def simulate(answer: Callable, labels: M.Labels, size: int, tolerance: float,
   keeps its scores for the remaining counts."""
   side = labels.object.shape[0]
   strokes, clicks, ious, bfs, seconds = [], [], [], [], []
-  for k in range(cap + 1):
-    if k:
-      click = next_click(mask, labels)
-      if click is None:
-        break
-      clicks.append(click)
-      strokes.append(click.stroke(size, side))
+
+  def scored_answer():
     t0 = time.perf_counter()
     mask = answer(strokes)
     seconds.append(time.perf_counter() - t0)
     s = M.scores(mask, labels, tolerance)
     ious.append(s["iou"])
     bfs.append(s["bf"])
+    return mask
+
+  mask = scored_answer()
+  for _ in range(cap):
+    click = next_click(mask, labels)
+    if click is None:
+      break
+    clicks.append(click)
+    strokes.append(click.stroke(size, side))
+    mask = scored_answer()
   pad = cap + 1 - len(ious)
   return Trace(ious + ious[-1:] * pad, bfs + bfs[-1:] * pad, clicks, seconds)
 
