@@ -174,3 +174,25 @@ def speed_sweep(rows: Sequence[dict], path: str) -> None:
                f"peak {r0['peak_gflops']:.0f} GFLOP/s ({r0['peak_source'][:40]})", fontsize=9)
   fig.tight_layout()
   _save_figure(fig, path, dpi=110)
+
+
+def noc_curve(series: dict, thresholds: Sequence[float], path: str) -> None:
+  """Mean IoU against the number of corrections, one line and 95% band per method,
+  the NoC thresholds dotted (`evaluation.corrections.curve_series`'s dict)."""
+  fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+  for i, (m, s) in enumerate(series.items()):
+    k = np.arange(len(s))
+    colour = plt.get_cmap("tab10")(i)
+    ax.plot(k, s[:, 0], marker="o", ms=3, color=colour, label=m)
+    ax.fill_between(k, s[:, 0] - np.nan_to_num(s[:, 1]), s[:, 0] + np.nan_to_num(s[:, 1]),
+                    color=colour, alpha=0.15, lw=0)
+  for t in thresholds:
+    ax.axhline(t, ls=":", color="k", lw=1)
+  low = min(float(np.nanmin(s[:, 0])) for s in series.values())
+  ax.set_ylim(max(0.0, low - 0.1), 1.0)  # IoU ends at 1; a wide interval need not squash it
+  ax.set_xlabel("corrections (simulated clicks after the outline)")
+  ax.set_ylabel("IoU at full resolution (mean, 95% CI over images)")
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8, loc="lower right")
+  fig.tight_layout()
+  _save_figure(fig, path)

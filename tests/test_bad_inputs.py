@@ -201,3 +201,35 @@ def test_serve_bad_inputs(tmp_path, files):
   finally:
     busy.close()
   _check(results, [a for a, _ in table], [w for _, w in table], [(before, after)] * len(table))
+
+
+def test_corrections_bad_inputs(tmp_path, files, photo):
+  data = tmp_path / "data"
+  os.makedirs(data / "images")
+  os.makedirs(data / "masks")
+  Image.fromarray(photo).save(data / "images" / "p.png")
+  Image.fromarray(np.zeros(photo.shape[:2], np.uint8)).save(data / "masks" / "p.png")
+  old = tmp_path / "old"  # a run made with other flags
+  old.mkdir()
+  for name, text in (("run.json", "{}"), ("clicks.csv", "image\n"), ("noc.csv", "image\n")):
+    (old / name).write_text(text)
+  out = f"--out={tmp_path / 'o'}"
+  d = f"--data_dir={data}"
+  table = [
+      ([d, out, "--max_clicks=0"], "max_clicks"),
+      ([d, out, "--methods=click"], "unknown method"),
+      ([d, out, "--config=experiments/configs/evaluate.py", "--methods=snap"],
+       "need a snap config"),
+      ([d, out, "--sigmas=-1"], "--sigmas must be >= 0"),
+      ([d, out, "--bf_tolerance=-1"], "bf_tolerance"),
+      ([d, out, "--config.num_epochs=0"], "num_epochs"),
+      ([f"--data_dir={files}", out], "no images/ directory"),
+      ([d, f"--out={files / 'a_file'}"], "is a file"),
+      ([d, f"--out={old}"], "other flags"),
+      ([d], "--out"),
+  ]
+  cases = [a for a, _ in table]
+  roots = [str(tmp_path / "o"), str(old), str(files)]
+  before = _listing(*roots)
+  results = _run_cases("experiments.corrections", cases)
+  _check(results, cases, [w for _, w in table], [(before, _listing(*roots))] * len(table))
