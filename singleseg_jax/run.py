@@ -41,7 +41,7 @@ from singleseg_jax import figures, tables
 from singleseg_jax import image as image_lib
 from singleseg_jax.errors import InputError
 from singleseg_jax.fit import FitOptions, FitState, TrainingDiverged, fit, init_state
-from singleseg_jax.paper.model import INPUT_SIDE, OUTPUT_SIDE, count_params
+from singleseg_jax.paper.model import count_params
 from singleseg_jax.progress import Progress, hms
 from singleseg_jax.train import PlateauState, TrainState
 
@@ -54,11 +54,6 @@ _FIT_DEFAULTS = {f.name: f.default for f in dataclasses.fields(FitOptions)}
 
 def fit_options(config: ml_collections.ConfigDict) -> FitOptions:
   """The library's options from a config; raises InputError on bad values."""
-  if (config.size != OUTPUT_SIDE
-      or image_lib.thumbnail_size(config.size, config.scale) != INPUT_SIDE):
-    raise InputError(f"the nets map {INPUT_SIDE}x{INPUT_SIDE} outlines to "
-                     f"{OUTPUT_SIDE}x{OUTPUT_SIDE}: use size={OUTPUT_SIDE}, "
-                     f"scale={INPUT_SIDE / OUTPUT_SIDE:g}")
   # A field the config lacks keeps its default: run directories written before the
   # field existed still load.
   fields = [k for k in FitOptions.__dataclass_fields__ if k in config]
