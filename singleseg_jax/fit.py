@@ -309,7 +309,8 @@ def population_functions(options: FitOptions, mesh: jax.sharding.Mesh) -> Popula
   def epoch_one(ts, train, val, kd, image, frozen, epoch):
     key = jax.random.wrap_key_data(kd)
     if options.fresh_data:  # the same pairs `Paper.epochs` draws for this epoch
-      train = make_pairs(variants.fresh_key(key, epoch), image, n_train, options.in_channels)
+      train = make_pairs(variants.fresh_key(key, epoch), image, n_train, options.in_channels,
+                         options.scale)
     new, m = epoch_update(ts, train, variants.shuffle_key(key, epoch), batch_size=bs)
     v = evaluate_loss(new, val, batch_size=bs)
     # A converged net keeps its state: the others go on without it moving.

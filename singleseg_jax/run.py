@@ -7,7 +7,8 @@ The workdir holds:
   config.json        the config of the run (a rerun must match it, except for
                      num_epochs, checkpoint_every and num_grid)
   run.json           the image's path, crop box, sizes, and how the run ended
-  image.png          the prepared 100x100 image; thumbnail.png its 10x10 thumbnail
+  image.png          the prepared size x size image (the seed's 100x100);
+                     thumbnail.png its thumbnail (10x10), the net's input side
   metrics.jsonl      one line per epoch: train/val loss (MATLAB's) and MSE, seconds
   checkpoints/latest the newest state (every `checkpoint_every` epochs and at the end)
   checkpoints/best   the state with the lowest val loss

@@ -5,8 +5,9 @@ answers an outline, what its validation figure shows and how to describe its
 schedule. `fit`, `segment`, the run directory, the evaluation, the cut-outs and the
 page call these methods; nothing else compares variant names.
 
-- `paper`: the seed's Upsampler on thumbnails of random rectangles and discs.
-- `snap`: the superpixel graph net of `singleseg_jax.snap`, fitted on sloppy outlines
+- `paper`: the seed's Upsampler on thumbnails of random rectangles and discs, built
+  for the config's `size` and `scale` (`paper.model.layer_table`).
+- `snap`: (size 100 only) the superpixel graph net of `singleseg_jax.snap`, fitted on sloppy outlines
   of regions made from the image's own superpixels. Its "epoch" is `snap_steps`
   updates on fresh batches; `num_samples - n_train` fixed pairs are its validation set.
 
