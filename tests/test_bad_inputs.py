@@ -102,7 +102,7 @@ def test_main_bad_inputs(tmp_path, files, run_dir):
       ([RUNLOCAL, "--config.variant=unet"], "variant must be one of"),
       ([RUNLOCAL, "--config.dtype=float16"], "dtype"),
       ([RUNLOCAL, "--config.crop=middle"], "crop"),
-      ([RUNLOCAL, "--config.size=101"], "too many to crop"),
+      ([RUNLOCAL, "--config.size=0"], "size must be"),
       ([RUNLOCAL, "--config.scale=0.6"], "at most half"),
       ([RUNLOCAL, "--config.variant=snap", "--config.size=200"], "size 100 only"),
       ([RUNLOCAL, "--config.patience=0"], "patience"),

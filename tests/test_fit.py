@@ -119,8 +119,8 @@ def test_bad_options():
     FitOptions(num_epochs=0)
   with pytest.raises(InputError, match="patience"):
     FitOptions(patience=0)
-  with pytest.raises(InputError, match="too many to crop"):
-    FitOptions(size=101)
+  with pytest.raises(InputError, match="at most half"):
+    FitOptions(scale=0.6)
   with pytest.raises(InputError, match="size 100 only"):
     FitOptions(variant="snap", size=200)
 

@@ -16,14 +16,15 @@ PAPER_TABLE = (
     (8, 1, (0, 0, 0, 0)),
     (3, 2, (2, 1, 1, 2)),
 )
-#: Sides after each layer, by (size, scale): the issue's 200 and 400 nets, and two
-#: small thumbnails where the stride-2 crops alone cannot remove the excess.
+#: Sides after each layer, by (size, scale): the issue's 200 and 400 nets, and small
+#: thumbnails and an odd side, where the stride-2 crops alone cannot land the side.
 SIDES = {
     (100, 0.1): (10, 12, 23, 25, 49, 51, 100),
     (200, 0.1): (20, 22, 24, 47, 49, 98, 100, 200),
     (400, 0.1): (40, 42, 44, 46, 48, 97, 99, 198, 200, 400),
     (50, 0.1): (5, 6, 11, 13, 25, 26, 50),
     (64, 0.125): (8, 8, 15, 16, 31, 33, 64),
+    (101, 0.1): (11, 12, 23, 25, 49, 51, 101),
 }
 
 
@@ -109,7 +110,8 @@ def test_widths_and_flops_at_200_and_400():
 
 
 @pytest.mark.parametrize("size,scale,message", [(100, 0.6, "at most half"),
-                                                (101, 0.1, "too many to crop"),
+                                                (99, 0.5, "at most half"),
+                                                (1, 0.5, "size must be"),
                                                 (100, "0.1", "scale must be")])
 def test_sizes_without_a_net_are_input_errors(size, scale, message):
   with pytest.raises(InputError, match=message):

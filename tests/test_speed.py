@@ -180,7 +180,7 @@ def test_the_benchmark_follows_the_size(capsys):
 
 @pytest.mark.parametrize("overrides,message", [
     (dict(mode="train,fast"), "mode must be one of"),
-    (dict(size=101), "too many to crop"),
+    (dict(scale=0.6), "at most half"),
     (dict(size=200, peer_python="py", peer_script="p.py"), "seed's net only"),
     (dict(sweep=True, sweep_batches=["8", "x"]), "--sweep_batches must be ints"),
     (dict(epoch_pairs=2, mode="epoch"), "batch_size 4 is larger than the 2 training pairs"),

@@ -12,10 +12,12 @@ seed's table at 100 and 0.1. A 3x3 layer maps a side n to n + 2 at stride 1 and 
   reach `size`: the cheapest place to grow, since each of their +2 is doubled D times
   (the seed: k = 1, 10 -> 12 -> ... -> 115 uncropped). Then (stride 2, stride 1) x
   (D - 1), then the last stride 2.
-- The excess (uncropped - size) is cropped greedily, each crop removing as many output
-  pixels as the strides after it double it: first at the stride-2 layers (at most 2
-  per axis, 3 at the last, the seed's 2, 2, 3 at 100), then, only where that is not
-  enough (small thumbnails), at the stride-1 layers (at most 2: a "same" layer). A
+- The excess (uncropped - size) is cropped, each pixel of crop removing as many
+  output pixels as the strides after it double it. Crops are at most 2 per axis (3
+  at the last layer, as the seed's) and as large as possible in this order, each as
+  large as still lets the later ones remove the rest exactly: first the stride-2
+  layers (the seed's 2, 2, 3 at 100), then, only where those cannot do it alone
+  (small thumbnails, odd sides), the stride-1 layers (2 is a "same" layer). A
   crop c is split per axis as the seed splits its 3, (top 2, bottom 1, left 1,
   right 2): floor(c/2) on both sides and the odd pixel at the top and the right.
 - Widths: the k leading layers at 256 (x width), then 128, 64, ... (halving, at least
@@ -88,15 +90,25 @@ def layer_table(size: int = PAPER_SIZE, scale: float = PAPER_SCALE) -> tuple[Lay
   layers = strides(k)
   # Output pixels one pixel of crop at layer i removes: the doublings after it.
   weight = [2 ** layers[i + 1:].count(2) for i in range(len(layers))]
-  crops, excess = [0] * len(layers), uncropped(k) - size
+  cap = [_MAX_CROP] * (len(layers) - 1) + [_MAX_LAST_CROP]
   order = [i for i, s in enumerate(layers) if s == 2] + [i for i, s in enumerate(layers) if s == 1]
-  for i in order:
-    cap = _MAX_LAST_CROP if i == len(layers) - 1 else _MAX_CROP
-    crops[i] = min(cap, excess // weight[i])
+
+  def reachable(positions):  # every excess the crops at `positions` can remove together
+    sums = {0}
+    for i in positions:
+      sums = {t + c * weight[i] for t in sums for c in range(cap[i] + 1)}
+    return sums
+
+  crops, excess = [0] * len(layers), uncropped(k) - size
+  for j, i in enumerate(order):
+    rest = reachable(order[j + 1:])
+    fits = [c for c in range(cap[i] + 1) if excess - c * weight[i] in rest]
+    if not fits:
+      raise InputError(f"no net of this pattern maps {thumb}x{thumb} to {size}x{size} "
+                       f"(size {size}, scale {scale!r}): the crops cannot remove "
+                       f"{excess} pixels")
+    crops[i] = max(fits)
     excess -= crops[i] * weight[i]
-  if excess:
-    raise InputError(f"no net of this pattern maps {thumb}x{thumb} to {size}x{size} "
-                     f"(size {size}, scale {scale!r}): {excess} pixels too many to crop")
   rest = 2 * doublings - 1  # the layers after the leading ones, the output included
   hidden = [max(_MIN_HIDDEN, _FIRST_WIDTH >> i) for i in range(rest - 2)] + \
       [_MIN_HIDDEN] * (rest > 1)
