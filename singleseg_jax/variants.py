@@ -7,8 +7,8 @@ page call these methods; nothing else compares variant names.
 
 - `paper`: the seed's Upsampler on thumbnails of random rectangles and discs, built
   for the config's `size` and `scale` (`paper.model.layer_table`).
-- `snap`: (size 100 only) the superpixel graph net of `singleseg_jax.snap`, fitted on sloppy outlines
-  of regions made from the image's own superpixels. Its "epoch" is `snap_steps`
+- `snap`: the superpixel graph net of `singleseg_jax.snap` (size 100 only), fitted on
+  sloppy outlines of regions made from the image's own superpixels. Its "epoch" is `snap_steps`
   updates on fresh batches; `num_samples - n_train` fixed pairs are its validation set.
 
 The key schedule, shared by every variant: `fold_in(key, 0)` initialises the model,

@@ -2,8 +2,9 @@
 (seed: 10x10 -> 100x100; any size the net was built for).
 
 The input is built as in `segment_image.m`: the thumbnail of the image is multiplied
-by `imresize(outline, 0.1)` (a bicubic, antialiased resize rounded to 0/1, so a
-thumbnail pixel counts as inside when roughly half of its 10x10 block is), then
+by `imresize(outline, scale)` (a bicubic, antialiased resize rounded to 0/1, so a
+thumbnail pixel counts as inside when roughly half of its block, 10x10 in the seed,
+is), then
 goes through the same grayscale + tile + noise path as the training inputs.
 
 The net was trained to output `image .* mask`, so each output pixel is either the
@@ -61,6 +62,6 @@ def predict(graphdef, params, image: np.ndarray, outlines: np.ndarray, key: jax.
   if not small.reshape(small.shape[:-2] + (-1,)).any(axis=-1).all():
     block = side / small.shape[-1]
     raise InputError(f"outline is too small: it covers no thumbnail pixel (at {side}x{side} it "
-                     f"must enclose roughly half of a {block:g}x{block:g} block)")
+                     f"must enclose roughly half of a {block:.3g}x{block:.3g} block)")
   return {"output": np.asarray(out), "mask": np.asarray(mask),
           "input_thumbnail": np.asarray(masked).astype(np.uint8), "outline_small": small}
