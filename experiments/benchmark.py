@@ -4,6 +4,7 @@ line; the timed rate is the median of --rounds rounds. Examples:
 
   python -m experiments.benchmark                           # C=256, width 1, batch 50
   python -m experiments.benchmark --mode all --layer stock   # plain autodiff, with an epoch
+  python -m experiments.benchmark --size 200 --batch 10      # the net for 200x200 from 20x20
   python -m experiments.benchmark --peer_python=PY --peer_script=torch_peer.py --seconds 30
   python -m experiments.benchmark --sweep --out runs/bench --seconds 4
   python -m experiments.benchmark --suite=accelerator --out runs/acc   # README, Speed
@@ -24,6 +25,9 @@ from singleseg_jax import speed
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("in_channels", 256, "Input channels of the net.")
 flags.DEFINE_float("width", 1.0, "Width multiplier of the hidden layers.")
+flags.DEFINE_integer("size", 100, "Output side of the net (the config's size; the net is "
+                     "derived from it and --scale, singleseg_jax.paper.model.layer_table).")
+flags.DEFINE_float("scale", 0.1, "Thumbnail side / size (the config's scale).")
 flags.DEFINE_integer("batch", 50, "Samples per step (also the suite's).")
 flags.DEFINE_float("seconds", 6.0, "Timed seconds per part of a case (the suite: default from "
                    "its budget).")
@@ -76,7 +80,7 @@ def main(argv):
                             else None, **common)
     return
   speed.benchmark(FLAGS.in_channels, FLAGS.width, seconds=FLAGS.seconds, dtype=FLAGS.dtype,
-                  mode=FLAGS.mode, layer=FLAGS.layer, data_parallel=FLAGS.data_parallel,
+                  mode=FLAGS.mode, layer=FLAGS.layer, size=FLAGS.size, scale=FLAGS.scale, data_parallel=FLAGS.data_parallel,
                   peer_python=FLAGS.peer_python, peer_script=FLAGS.peer_script,
                   sweep_batches=FLAGS.sweep_batches if FLAGS.sweep else None,
                   sweep_widths=FLAGS.sweep_widths, out=FLAGS.out, malloc_tune=cli.malloc_tuned(),

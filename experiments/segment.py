@@ -2,14 +2,15 @@
 
 Outlines (each flag may be repeated; every outline gives one row):
   --outline=FILE.json  a polygon [[x, y], ...] or a list of polygons
-  --outline=FILE.png   a mask (non-zero = inside), 100x100 or the original image's size
+  --outline=FILE.png   a mask (non-zero = inside), the run's size or the original image's
   --box=x0,y0,x1,y1    a rectangle (corners included)
-Coordinates are in the 100x100 frame of the net (--frame=net, the default) or in the
+Coordinates are in the net's frame, the run's size x size image (100x100 for the
+seed's size; --frame=net, the default) or in the
 original photo's pixels (--frame=original; they must lie inside the cropped square).
 
 Writes to --out (default WORKDIR/segment): per outline k, `row_k.png` (the paper's
 Fig. 10 row: outline on the image | network input, nearest-upsampled | network output),
-`mask_k.png` and `cutout_k.png` (RGBA) at 100x100, and `mask_k_full.png` and
+`mask_k.png` and `cutout_k.png` (RGBA) at the run's size, and `mask_k_full.png` and
 `cutout_k_full.png` at the cropped original's resolution; `rows.png` stacks all rows.
 All outlines are checked before anything is written.
 

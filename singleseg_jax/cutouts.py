@@ -165,7 +165,7 @@ def full_resolution(mask: np.ndarray, original: np.ndarray, crop_box) -> tuple[n
   """(mask, RGBA cut-out) at the cropped original's resolution (bicubic, threshold 1/2).
 
   `mask` is bool or a probability in [0, 1] (a snap net's, whose soft edges then place
-  the full-resolution border between the 100x100 pixels)."""
+  the full-resolution border between the run's pixels)."""
   square = image_lib.crop_to_box(original, crop_box)
   big = image_lib.resize_mask(mask, square.shape[:2])
   return big, rgba(square, big)
@@ -175,21 +175,21 @@ def full_resolution_hybrid(outline: np.ndarray, soft: np.ndarray, original: np.n
                            crop_box, sure_fg=None, sure_bg=None) -> tuple[np.ndarray, np.ndarray]:
   """(mask, RGBA cut-out) at full resolution by the snap + GrabCut hybrid
   (`evaluation.baselines.union_grabcut`, needs OpenCV): GrabCut with the default band
-  started from the outline united with the net's mask, both sized up from 100x100;
+  started from the outline united with the net's mask, both sized up from the run's side;
   `sure_fg` / `sure_bg` (full-resolution bool masks) are kept as GrabCut's sure labels."""
   from singleseg_jax.evaluation import baselines  # noqa: PLC0415 (OpenCV is optional)
 
   square = image_lib.crop_to_box(original, crop_box)
   net_big, _ = full_resolution(soft, original, crop_box)
   outline_big, _ = full_resolution(outline, original, crop_box)
-  scale = square.shape[0] / outline.shape[0]
   big = baselines.union_grabcut(square, outline_big, net_big,
-                                band=baselines.DEFAULT_BAND * scale,
+                                band=image_lib.frame_length(baselines.DEFAULT_BAND,
+                                                            square.shape[0]),
                                 sure_fg=sure_fg, sure_bg=sure_bg)
   return big, rgba(square, big)
 
 
-#: A correction stroke's width in pixels of the side x side frame (sized up with it):
+#: A correction stroke's width in pixels of the 100x100 frame (`image.FRAME`; sized up):
 #: wide enough to hit a thin part with a finger, narrow enough to stay on it.
 STROKE_WIDTH = 3.0
 STROKE_MODES = ("add", "remove")
@@ -202,7 +202,7 @@ def stroke_masks(strokes, side: int, shape) -> tuple[np.ndarray, np.ndarray]:
 
   h, w = shape
   scale = np.array([w / side, h / side])
-  width = max(1, int(round(STROKE_WIDTH * scale.mean())))
+  width = max(1, int(round(image_lib.frame_length(STROKE_WIDTH, (h + w) / 2))))
   add, remove = np.zeros(shape, bool), np.zeros(shape, bool)
   for mode, points in strokes:
     if mode not in STROKE_MODES:

@@ -47,6 +47,8 @@ from singleseg_jax.train import (Plateau, PlateauState, TrainState, epoch_update
 @dataclasses.dataclass(frozen=True)
 class FitOptions:
   """The knobs of one fit; defaults are the seed's cat/dog run."""
+  size: int = 100            # the image's (and the net's output's) side
+  scale: float = 0.1         # thumbnail side = ceil(size * scale): the net's input
   in_channels: int = 256
   width: float = 1.0
   num_samples: int = 1000
@@ -85,6 +87,7 @@ class FitOptions:
       raise InputError(f"num_epochs must be a positive integer, got {self.num_epochs!r}")
     if not isinstance(self.in_channels, int) or self.in_channels < 1:
       raise InputError(f"in_channels must be a positive integer, got {self.in_channels!r}")
+    self.variant_impl.check_size(self.size, self.scale)
     layer_widths(self.width)  # validates width
     if not isinstance(self.num_samples, int) or self.num_samples < 2:
       raise InputError(f"num_samples must be an integer >= 2, got {self.num_samples!r}")
@@ -323,7 +326,8 @@ def population_functions(options: FitOptions, mesh: jax.sharding.Mesh) -> Popula
 
   def epoch_one(ts, train, val, key, image, epoch):
     if options.fresh_data:  # the same pairs `Paper.epochs` draws for this epoch
-      train = make_pairs(variants.fresh_key(key, epoch), image, n_train, options.in_channels)
+      train = make_pairs(variants.fresh_key(key, epoch), image, n_train, options.in_channels,
+                         options.scale)
     new, m = epoch_update(ts, train, variants.shuffle_key(key, epoch), batch_size=bs)
     return new, m, evaluate_loss(new, val, batch_size=bs)
 

@@ -256,6 +256,17 @@ def rgb_to_gray(levels, xp=jnp):
   return xp.round(levels @ w)
 
 
+#: Lengths given in pixels (GrabCut's band, the boundary-F tolerance, simulated outline
+#: offsets and jitter, stroke widths) are pixels of a FRAME x FRAME image, the seed's,
+#: whatever the run's size, so one setting means the same on a 100x100 and a 400x400 run.
+FRAME = 100
+
+
+def frame_length(length: float, side: float) -> float:
+  """`length` pixels of the FRAME x FRAME image in pixels of a `side` x `side` one."""
+  return length * side / FRAME
+
+
 def prepare_image(image: np.ndarray, size: int = 100, scale: float = 0.1,
                   crop: str = "top_left") -> PreparedImage:
   """Square crop, `size` x `size` image and its `scale` thumbnail (seed: 100, 0.1)."""

@@ -7,7 +7,8 @@ The workdir holds:
   config.json        the config of the run (a rerun must match it, except for
                      num_epochs, checkpoint_every and num_grid)
   run.json           the image's path, crop box, sizes, and how the run ended
-  image.png          the prepared 100x100 image; thumbnail.png its 10x10 thumbnail
+  image.png          the prepared size x size image (the seed's 100x100);
+                     thumbnail.png its thumbnail (10x10), the net's input side
   metrics.jsonl      one line per epoch: train/val loss (MATLAB's) and MSE, seconds
   checkpoints/latest the newest state (every `checkpoint_every` epochs and at the end)
   checkpoints/best   the state with the lowest val loss
@@ -41,7 +42,7 @@ from singleseg_jax import figures, tables
 from singleseg_jax import image as image_lib
 from singleseg_jax.errors import InputError
 from singleseg_jax.fit import FitOptions, FitState, TrainingDiverged, fit, init_state
-from singleseg_jax.paper.model import INPUT_SIDE, OUTPUT_SIDE, count_params
+from singleseg_jax.paper.model import count_params
 from singleseg_jax.progress import Progress, hms
 from singleseg_jax.train import PlateauState, TrainState
 
@@ -54,11 +55,6 @@ _FIT_DEFAULTS = {f.name: f.default for f in dataclasses.fields(FitOptions)}
 
 def fit_options(config: ml_collections.ConfigDict) -> FitOptions:
   """The library's options from a config; raises InputError on bad values."""
-  if (config.size != OUTPUT_SIDE
-      or image_lib.thumbnail_size(config.size, config.scale) != INPUT_SIDE):
-    raise InputError(f"the nets map {INPUT_SIDE}x{INPUT_SIDE} outlines to "
-                     f"{OUTPUT_SIDE}x{OUTPUT_SIDE}: use size={OUTPUT_SIDE}, "
-                     f"scale={INPUT_SIDE / OUTPUT_SIDE:g}")
   # A field the config lacks keeps its default: run directories written before the
   # field existed still load.
   fields = [k for k in FitOptions.__dataclass_fields__ if k in config]

@@ -43,7 +43,8 @@ from singleseg_jax.errors import InputError
 from singleseg_jax.fit import FitOptions
 from singleseg_jax.paper.data import Dataset, num_train
 from singleseg_jax.paper.layers import uses_custom_vjp
-from singleseg_jax.paper.model import DTYPES, INPUT_SIDE, OUTPUT_SIDE, Upsampler, flops_per_sample
+from singleseg_jax.paper.model import (DTYPES, PAPER_SCALE, PAPER_SIZE, Upsampler,
+                                       flops_per_sample, layer_sides)
 from singleseg_jax.progress import Progress
 from singleseg_jax.train import TrainState, make_optimizer, num_batches, train_epoch, train_step
 
@@ -79,9 +80,10 @@ PEAK_TFLOPS: tuple[tuple[str, dict[str, float]], ...] = (
 _FULL_FP32 = ("highest", "float32")
 
 
-def train_flops_per_sample(in_channels: int, width: float = 1.0) -> int:
+def train_flops_per_sample(in_channels: int, width: float = 1.0, size: int = PAPER_SIZE,
+                           scale: float = PAPER_SCALE) -> int:
   """FLOPs of one training sample: 3x the forward pass."""
-  return 3 * flops_per_sample(in_channels, width)
+  return 3 * flops_per_sample(in_channels, width, size, scale)
 
 
 def xla_flops(compiled) -> float | None:
@@ -268,7 +270,7 @@ MODE_ALIASES = {"both": ("train", "infer"), "all": PARTS}
 
 #: Keys every case's record carries (tests check them).
 KEYS = ("impl", "layer", "platform", "device_kind", "num_devices", "devices_used",
-        "in_channels", "width", "batch", "dtype", "mode", "params", "samples_per_s",
+        "in_channels", "width", "size", "scale", "batch", "dtype", "mode", "params", "samples_per_s",
         "steps_per_s", "best_samples_per_s", "timing", "compile_s", "train_flops_per_step",
         "train_gflops_per_s", "xla_flops_per_step", "analytic_over_xla", "xla_temp_bytes",
         "peak_gflops", "peak_source", "mfu", "xla_peak_bytes_per_device",
@@ -295,29 +297,31 @@ def impl_name(layer: str, platform: str | None = None) -> str:
 
 
 def make_state(in_channels: int, width: float, *, dtype: str = "float32", layer: str = "custom",
-               seed: int = 0) -> TrainState:
+               seed: int = 0, size: int = PAPER_SIZE, scale: float = PAPER_SCALE) -> TrainState:
   """A fresh paper net and optimiser, its layers differentiated as `layer` says."""
-  model = Upsampler(in_channels, width, dtype=DTYPES[dtype], fast_grad=uses_custom_vjp(layer),
-                    rngs=nnx.Rngs(seed))
+  model = Upsampler(in_channels, width, size=size, scale=scale, dtype=DTYPES[dtype],
+                    fast_grad=uses_custom_vjp(layer), rngs=nnx.Rngs(seed))
   return TrainState.create(model, make_optimizer())
 
 
-def make_batch(batch: int, in_channels: int, seed: int = 1) -> dict:
-  """A random batch of inputs and targets of the net's shapes.
+def make_batch(batch: int, in_channels: int, seed: int = 1, *, size: int = PAPER_SIZE,
+               scale: float = PAPER_SCALE) -> dict:
+  """A random batch of inputs and targets of the shapes of the net for `size`, `scale`.
 
   Drawn by NumPy, so no XLA program is compiled for it.
   """
   rng = np.random.default_rng(seed)
-  return {"inputs": jnp.asarray(rng.random((batch, INPUT_SIDE, INPUT_SIDE, in_channels),
-                                           np.float32)),
-          "targets": jnp.asarray(rng.random((batch, OUTPUT_SIDE, OUTPUT_SIDE, 3), np.float32))}
+  small = layer_sides(size, scale)[0]
+  return {"inputs": jnp.asarray(rng.random((batch, small, small, in_channels), np.float32)),
+          "targets": jnp.asarray(rng.random((batch, size, size, 3), np.float32))}
 
 
-def make_dataset(pairs: int, in_channels: int, seed: int = 2) -> Dataset:
+def make_dataset(pairs: int, in_channels: int, seed: int = 2, *, size: int = PAPER_SIZE,
+                 scale: float = PAPER_SCALE) -> Dataset:
   """`pairs` random training pairs of the net's shapes, as `train.train_epoch` takes them."""
-  batch = make_batch(pairs, in_channels, seed)
+  batch = make_batch(pairs, in_channels, seed, size=size, scale=scale)
   return Dataset(batch["inputs"], batch["targets"],
-                 jnp.asarray(np.ones((pairs, OUTPUT_SIDE, OUTPUT_SIDE), bool)))
+                 jnp.asarray(np.ones((pairs, size, size), bool)))
 
 
 def data_mesh(devices=None) -> jax.sharding.Mesh:
@@ -370,12 +374,14 @@ def bench_case(in_channels: int, width: float, batch: int, *, dtype: str = "floa
                mode: str = "both", seconds: float = 6.0, rounds: int = 3,
                data_parallel: bool = False, layer: str = "custom", peak: Peak | None = None,
                epoch_pairs: int = 750, peer_python: str | None = None,
-               peer_script: str | None = None, malloc_tune: bool = False) -> dict:
+               peer_script: str | None = None, malloc_tune: bool = False,
+               size: int = PAPER_SIZE, scale: float = PAPER_SCALE) -> dict:
   """Times one configuration; returns the record that is printed as one JSON line.
 
   `mode` names the parts timed (`parse_mode`); each gets `seconds` (the forward pass
   half of it) in `rounds` rounds. The epoch part runs `train.train_epoch` over
-  `epoch_pairs` random pairs, as training does.
+  `epoch_pairs` random pairs, as training does. `size` and `scale` choose the net
+  (`model.layer_table`; the seed's 100 and 0.1 by default).
   With `data_parallel`, FLOPs, rates and the peak count every device used: XLA's cost
   analysis of a sharded program is per shard, so it is multiplied by the devices, and
   MFU is measured against the peak of all of them.
@@ -385,21 +391,22 @@ def bench_case(in_channels: int, width: float, batch: int, *, dtype: str = "floa
   dev = jax.devices()[0]
   mesh = data_mesh() if data_parallel else None
   devices = mesh.shape["data"] if mesh is not None else 1
-  state = make_state(in_channels, width, dtype=dtype, layer=layer)
-  data = make_batch(batch, in_channels)
+  state = make_state(in_channels, width, dtype=dtype, layer=layer, size=size, scale=scale)
+  data = make_batch(batch, in_channels, size=size, scale=scale)
   if mesh is not None:
     state, data = shard_for_data_parallel(state, data, mesh)
   params = sum(int(p.size) for p in jax.tree.leaves(state.params))
   peak = peak or peak_gflops(dev, dtype)
   all_peak = peak.gflops * devices if peak.gflops else None
-  fwd_flops = flops_per_sample(in_channels, width) * batch
-  train_flops = train_flops_per_sample(in_channels, width) * batch
+  fwd_flops = flops_per_sample(in_channels, width, size, scale) * batch
+  train_flops = train_flops_per_sample(in_channels, width, size, scale) * batch
   per_round = seconds / rounds
   rec = {k: None for k in KEYS}
   rec.update(
       impl=impl_name(layer, dev.platform), layer=layer,
       platform=dev.platform, device_kind=dev.device_kind, num_devices=jax.device_count(),
-      devices_used=devices, in_channels=in_channels, width=width, batch=batch, dtype=dtype,
+      devices_used=devices, in_channels=in_channels, width=width, size=size, scale=scale,
+      batch=batch, dtype=dtype,
       mode=",".join(parts), params=params, train_flops_per_step=train_flops,
       timing=f"median of {rounds} rounds of {per_round:.3g} s after warm-up calls (fewer "
              "rounds, of one call, where a call takes longer); every call waited for",
@@ -494,7 +501,7 @@ def _time_epoch(box: list, rec: dict, pairs: int, *, seconds: float, rounds: int
   """
   batch = rec["batch"]
   steps = num_batches(pairs, batch)
-  data = make_dataset(pairs, rec["in_channels"])
+  data = make_dataset(pairs, rec["in_channels"], size=rec["size"], scale=rec["scale"])
   key = jax.random.PRNGKey(3)
   compiled, rec["epoch_compile_s"], _ = compile_counted(
       train_epoch.lower(box[0], data, key, batch_size=batch), 1)
@@ -605,7 +612,8 @@ def benchmark(in_channels: int, width: float, batch: int, *, seconds: float = 6.
               rounds: int = 3, dtype: str = "float32", mode: str = "both",
               peer_python: str | None = None, peer_script: str | None = None,
               sweep_batches: Sequence[str] | None = None, sweep_widths: Sequence[str] = (),
-              out: str = "", peak_seconds: float = 1.5,
+              out: str = "", peak_seconds: float = 1.5, size: int = PAPER_SIZE,
+              scale: float = PAPER_SCALE,
               on_case: Callable[[dict], None] = lambda rec: None, **kw) -> list[dict]:
   """The records of the benchmark main's cases: one `bench_case`, or a `sweep`.
 
@@ -616,13 +624,17 @@ def benchmark(in_channels: int, width: float, batch: int, *, seconds: float = 6.
     raise InputError("--seconds must be > 0 and --rounds >= 1")
   if peer_python and not peer_script:
     raise InputError("--peer_python needs --peer_script (the torch peer's path)")
+  layer_sides(size, scale)  # validates the pair
+  if peer_python and (size, scale) != (PAPER_SIZE, PAPER_SCALE):
+    raise InputError(f"the torch peer builds the seed's net only: --size={PAPER_SIZE} "
+                     f"--scale={PAPER_SCALE:g}")
   parse_mode(mode)
   if sweep_batches is not None:
     batches = _numbers(sweep_batches, int, "--sweep_batches")
     widths = _numbers(sweep_widths, float, "--sweep_widths")
   peak = peak_gflops(jax.devices()[0], dtype, matmul_seconds=peak_seconds)
   kw.update(dtype=dtype, mode=mode, seconds=seconds, rounds=rounds, peak=peak,
-            peer_python=peer_python, peer_script=peer_script)
+            peer_python=peer_python, peer_script=peer_script, size=size, scale=scale)
   if sweep_batches is not None:
     return sweep(batches, widths, out, on_case=on_case, **kw)
   rec = bench_case(in_channels, width, batch, **kw)

@@ -5,9 +5,10 @@ answers an outline, what its validation figure shows and how to describe its
 schedule. `fit`, `segment`, the run directory, the evaluation, the cut-outs and the
 page call these methods; nothing else compares variant names.
 
-- `paper`: the seed's Upsampler on thumbnails of random rectangles and discs.
-- `snap`: the superpixel graph net of `singleseg_jax.snap`, fitted on sloppy outlines
-  of regions made from the image's own superpixels. Its "epoch" is `snap_steps`
+- `paper`: the seed's Upsampler on thumbnails of random rectangles and discs, built
+  for the config's `size` and `scale` (`paper.model.layer_table`).
+- `snap`: the superpixel graph net of `singleseg_jax.snap` (size 100 only), fitted on
+  sloppy outlines of regions made from the image's own superpixels. Its "epoch" is `snap_steps`
   updates on fresh batches; `num_samples - n_train` fixed pairs are its validation set.
 
 The key schedule, shared by every variant: `fold_in(key, 0)` initialises the model,
@@ -30,7 +31,7 @@ from singleseg_jax.errors import InputError
 from singleseg_jax.paper import data as paper_data
 from singleseg_jax.paper import predict as paper_predict
 from singleseg_jax.paper.layers import uses_custom_vjp
-from singleseg_jax.paper.model import DTYPES, Upsampler
+from singleseg_jax.paper.model import DTYPES, Upsampler, layer_sides, layer_table
 from singleseg_jax.snap import net as snap_net
 from singleseg_jax.snap import regions
 from singleseg_jax.train import (TrainState, epoch_update, evaluate_loss, make_optimizer,
@@ -87,6 +88,10 @@ class Variant:
   fixed_train_set: bool
   model_type: type
 
+  def check_size(self, size: int, scale: float) -> None:
+    """InputError unless this variant has a net for `size` images and `scale`."""
+    raise NotImplementedError
+
   def init(self, key: jax.Array, options) -> TrainState:
     """A fresh model and optimiser for `options`."""
     raise NotImplementedError
@@ -115,16 +120,24 @@ class Paper(Variant):
   name, metric, refinable, model_type = "paper", "mse", False, Upsampler
   fixed_train_set = True
 
+  def check_size(self, size, scale):
+    layer_table(size, scale)
+
   def init(self, key, options):
-    model = Upsampler(options.in_channels, options.width, dtype=DTYPES[options.dtype],
+    model = Upsampler(options.in_channels, options.width, size=options.size,
+                      scale=options.scale, dtype=DTYPES[options.dtype],
                       fast_grad=uses_custom_vjp(options.layer),
                       rngs=nnx.Rngs(params=model_key(key)))
     return TrainState.create(model, make_optimizer(options.learning_rate, options.l2))
 
   def fixed_data(self, key, image, options) -> tuple[paper_data.Dataset, paper_data.Dataset]:
     """The seed's fixed pair set (train, val) for `image`."""
+    if image.shape[:2] != (options.size, options.size):
+      raise InputError(f"the net is built for {options.size}x{options.size} images, got "
+                       f"{image.shape[1]}x{image.shape[0]}")
     train, val = paper_data.make_dataset(data_key(key), image, options.num_samples,
-                                         options.in_channels, options.train_fraction)
+                                         options.in_channels, options.train_fraction,
+                                         options.scale)
     num_batches(len(train), options.batch_size)  # validates batch_size early
     return train, val
 
@@ -137,7 +150,8 @@ class Paper(Variant):
       pairs = data["train"]
       if options.fresh_data:
         pairs = paper_data.make_pairs(fresh_key(data["key"], epoch), data["image"],
-                                      pairs.inputs.shape[0], options.in_channels)
+                                      pairs.inputs.shape[0], options.in_channels,
+                                      options.scale)
       return epoch_update(ts, pairs, shuffle_key(data["key"], epoch),
                           batch_size=options.batch_size)
 
@@ -161,7 +175,9 @@ class Paper(Variant):
     return [[p, t] for p, t in zip(preds, np.asarray(val.targets[:n]))]
 
   def describe(self, options):
-    return (f"paper: in_channels {options.in_channels}, width {options.width}, "
+    sides = layer_sides(options.size, options.scale)
+    return (f"paper: {sides[0]}x{sides[0]} -> {sides[-1]}x{sides[-1]} in {len(sides) - 1} "
+            f"layers, in_channels {options.in_channels}, width {options.width}, "
             f"{options.num_samples} pairs, batch {options.batch_size}")
 
 
@@ -169,6 +185,12 @@ class Snap(Variant):
   """The superpixel graph net."""
   name, metric, refinable, model_type = "snap", "error", True, snap_net.SnapNet
   fixed_train_set = False
+
+  def check_size(self, size, scale):
+    # Its priors (outline offsets, wobble, superpixel count) are pixels of the
+    # 100x100 frame; it answers at full resolution, so a larger frame buys it little.
+    if size != 100:
+      raise InputError(f"the snap variant works at size 100 only, got size {size!r}")
 
   def init(self, key, options):
     model = snap_net.SnapNet(options.snap_hidden, options.snap_rounds, options.snap_segments,

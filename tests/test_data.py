@@ -20,6 +20,19 @@ def test_split_and_shapes(dataset):
   assert train.masks.shape == (150, 100, 100) and train.masks.dtype == jnp.bool_
 
 
+def test_pairs_follow_the_size(photo):
+  prep = prepare_image(photo, 200, 0.1)
+  train, val = make_dataset(jax.random.key(0), prep.image, 8, 4, scale=0.1)
+  assert train.inputs.shape == (6, 20, 20, 4) and train.targets.shape == (6, 200, 200, 3)
+  assert val.masks.shape == (2, 200, 200)
+  # The input is the gray 20x20 thumbnail of the target plus the N(127.5, 1.2) noise.
+  thumbs = image_lib.resize_levels(np.round(np.asarray(train.targets, np.float64) * 255),
+                                   (20, 20))
+  gray = np.round(thumbs @ np.asarray(image_lib.GRAY_WEIGHTS))
+  noise = np.asarray(train.inputs, np.float64) * 255 - gray[..., None]
+  assert abs(noise.mean() - 127.5) < 0.1 and abs(noise.std() - 1.2) < 0.1
+
+
 def test_seed_split_is_750_of_1000(photo):
   train, val = make_dataset(jax.random.key(1), prepare_image(photo).image, 1000, 4)
   assert len(train) == 750 and len(val) == 250

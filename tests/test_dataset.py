@@ -97,3 +97,24 @@ def test_evaluate_cli_bad_flags_are_one_line(tmp_path):
        f"--data_dir={tmp_path}", f"--out={tmp_path / 'o'}", "--methods=net_grabcut_full,net"],
       cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
   assert proc.returncode == 2 and "needs net listed before it" in proc.stderr
+
+
+def test_lengths_are_pixels_of_the_100x100_frame_at_any_size(tmp_path):
+  # The same outline setting (d, sigma, tolerance in pixels at 100x100) scores about
+  # the same on a 100x100 and a 200x200 evaluation: offsets and tolerances scale with
+  # the side (unscaled, each offset at 200x200 would be half as sloppy: IoU nearer 1).
+  import ml_collections
+  from singleseg_jax.evaluation import protocol
+  img, disc = synthetic(120, 160, r=30)
+  Image.fromarray(img).save(tmp_path / "a.png")
+  Image.fromarray(np.where(disc, 255, 0).astype(np.uint8)).save(tmp_path / "m.png")
+  settings = [protocol.Setting(-4, 0.0, 0, 0), protocol.Setting(6, 0.0, 0, 0),
+              protocol.Setting(1, 1.0, 16, 0)]
+  scores = {}
+  for size in (100, 200):
+    config = ml_collections.ConfigDict({"size": size, "scale": 0.1})
+    case = protocol.load_case("a", tmp_path / "a.png", tmp_path / "m.png", config, "center")
+    rows, _ = protocol.evaluate_image(case, None, settings, ["outline"],
+                                      protocol.options("paper"), {})
+    scores[size] = np.array([[r["iou"], r["bf"], r["iou_full"]] for r in rows])
+  np.testing.assert_allclose(scores[200], scores[100], atol=0.03)

@@ -98,6 +98,24 @@ def test_fresh_data_changes_training_pairs(image):
                          np.asarray(jax.tree.leaves(b.train.params)[0]))
 
 
+@pytest.mark.parametrize("name,size", [("cat200", 200), ("cat400", 400)])
+def test_the_larger_configs_train_with_a_falling_loss(photo, name, size):
+  import importlib
+  from singleseg_jax import run
+  config = importlib.import_module(f"experiments.configs.{name}").get_config("runlocal")
+  options = run.fit_options(config)
+  assert (options.size, options.scale) == (size, 0.1)
+  records = []
+  state, _ = fit(jax.random.key(0), prepare_image(photo, size, 0.1).image, options,
+                 on_epoch=records.append)
+  losses = [r["train_loss"] for r in records]
+  assert len(losses) == config.num_epochs and all(b < a for a, b in zip(losses, losses[1:]))
+  assert records[-1]["val_loss"] < records[0]["val_loss"]
+  side = size // 10
+  out = state.train.model()(np.zeros((1, side, side, config.in_channels), np.float32))
+  assert out.shape == (1, size, size, 3)
+
+
 def test_bad_options():
   with pytest.raises(InputError, match="dtype"):
     FitOptions(dtype="float16")
@@ -107,6 +125,10 @@ def test_bad_options():
     FitOptions(num_epochs=0)
   with pytest.raises(InputError, match="patience"):
     FitOptions(patience=0)
+  with pytest.raises(InputError, match="at most half"):
+    FitOptions(scale=0.6)
+  with pytest.raises(InputError, match="size 100 only"):
+    FitOptions(variant="snap", size=200)
 
 
 def _fit_with_syncs(image, options, key=jax.random.key(0)):

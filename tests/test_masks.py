@@ -110,3 +110,15 @@ def test_other_sizes_and_vmap():
   assert tiny.shape == (16, 1, 1)
   with pytest.raises(InputError):
     sample_mask(jax.random.key(0), 0, 5)
+
+
+def test_masks_scale_with_the_side():
+  # The ranges are fractions of the side, so at 200x200 (config.size) the coverage is
+  # distributed as at 100x100 (the seed's), by a two-sample KS test at alpha = 0.001.
+  n = 1000
+  small, big = (np.asarray(sample_masks(jax.random.key(k), n, s, s)).mean((1, 2))
+                for k, s in ((3, 100), (4, 200)))
+  grid = np.sort(np.concatenate([small, big]))
+  cdf = lambda s: np.searchsorted(np.sort(s), grid, side="right") / n
+  assert np.max(np.abs(cdf(small) - cdf(big))) < 1.95 * np.sqrt(2 / n)
+  assert big.min() >= 0.04 - 1e-9  # the 100x100 bound, scale-free

@@ -72,3 +72,16 @@ def test_bad_inputs(setup):
     segment(model, np.zeros((100, 100, 4), np.uint8), good, key)
   with pytest.raises(InputError, match="square"):
     segment(model, np.zeros((100, 90, 3), np.uint8), good, key)
+
+
+def test_a_net_for_200_answers_at_200_from_a_20x20_thumbnail(photo):
+  prep = prepare_image(photo, 200, 0.1)
+  model = Upsampler(4, 0.125, size=200, scale=0.1, rngs=nnx.Rngs(0))
+  outline = polygon_mask([[40, 40], [160, 50], [150, 170], [30, 140]], 200, 200)
+  res = segment(model, prep.image, outline, jax.random.key(0))
+  assert res.output.shape == (200, 200, 3) and res.mask.shape == (200, 200)
+  assert res.input_thumbnail.shape == (20, 20, 3) and res.outline_small.shape == (20, 20)
+  np.testing.assert_array_equal(res.input_thumbnail[res.outline_small],
+                                prep.thumbnail[res.outline_small])
+  with pytest.raises(InputError, match="answers at 200x200"):
+    segment(model, prepare_image(photo).image, np.ones((100, 100), bool), jax.random.key(0))

@@ -170,8 +170,18 @@ def test_epoch_part_times_whole_epochs_of_the_stock_layer(capsys):
   assert rec["epoch_s"] > 0 and rec["samples_per_s"] is None
 
 
+def test_the_benchmark_follows_the_size(capsys):
+  _run_main(size=200, mode="epoch", epoch_pairs=8)
+  rec = json.loads(capsys.readouterr().out.strip())
+  assert (rec["size"], rec["scale"], rec["epoch_steps"]) == (200, 0.1, 2)
+  assert rec["train_flops_per_step"] == 3 * 4 * ss.flops_per_sample(8, 0.125, 200, 0.1)
+  assert rec["epoch_gflops_per_s"] > 0
+
+
 @pytest.mark.parametrize("overrides,message", [
     (dict(mode="train,fast"), "mode must be one of"),
+    (dict(scale=0.6), "at most half"),
+    (dict(size=200, peer_python="py", peer_script="p.py"), "seed's net only"),
     (dict(sweep=True, sweep_batches=["8", "x"]), "--sweep_batches must be ints"),
     (dict(epoch_pairs=2, mode="epoch"), "batch_size 4 is larger than the 2 training pairs"),
     (dict(suite="accelerator", suite_cases=["8:0.125:custom"]), "in_channels:width:layer:dtype"),

@@ -17,14 +17,15 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   # own photos carry no licence, so pass their path with --config.image.
   config.image = "third_party/images/cat.jpg"
   config.crop = "top_left"      # the paper's crop; "center" keeps centred objects whole
-  config.size = 100             # the net's output side (the nets are built for 100)
-  config.scale = 0.1            # thumbnail = size * scale = 10 (likewise)
+  config.size = 100             # the net's output side: the net is derived from size, scale
+                                # (paper/model.py layer_table; 100 and 0.1 give the seed's)
+  config.scale = 0.1            # the net's input, the thumbnail: ceil(size * scale) = 10
 
   # "paper": the seed's net (all fields below as in the paper). "snap": the superpixel
   # graph net of singleseg_jax/snap/ (beyond the paper; configs/snap.py), which uses
   # the snap_* fields, batch_size, learning_rate, num_samples (for its val pairs) too.
   config.variant = "paper"
-  config.snap_segments = 100    # superpixels of the 100x100 image
+  config.snap_segments = 100    # superpixels of the 100x100 image (snap needs size 100)
   config.snap_hidden = 64       # graph net width
   config.snap_rounds = 3        # message-passing rounds
   config.snap_steps = 25        # updates (fresh batches) per epoch

@@ -4,12 +4,13 @@ Routes (everything else is 404; nothing is ever read from a path the client name
   GET  /                 the page; /static/app.js and /static/style.css its code
   GET  /api/status       {"state": "training"|"ready"|"error", epochs, history, eta_s,
                          and once ready "photo" (its size and crop), "variant", "hybrid"}
-  GET  /api/image.png    the 100x100 image;  GET /api/thumbnail.png  its 10x10 thumbnail
+  GET  /api/image.png    the run's side x side image (config.size: the seed's 100x100);
+                         GET /api/thumbnail.png  its thumbnail (10x10)
   GET  /api/photo.png    the whole photo, scaled to fit PHOTO_SIDE (what the page draws on)
   POST /api/segment      {"polygon": [[x, y], ...], "strokes": [{"mode": "add"|"remove",
-                         "points": [[x, y], ...]}, ...]} in the 100x100 frame of the crop
+                         "points": [[x, y], ...]}, ...]} in the side x side frame of the crop
                          (strokes optional) -> {"row", "mask", "cutout"} (the net's
-                         100x100 answer) and "mask_full" (the corrected answer at the
+                         side x side answer) and "mask_full" (the corrected answer at the
                          original photo's resolution, zero outside the crop) as PNG
                          data URLs, "cutout_url" (below), and "method" (which answer)
   GET  /api/cutout/KEY.png  the RGBA cut-out of one of the last KEPT_ANSWERS answers

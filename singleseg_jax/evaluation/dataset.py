@@ -4,6 +4,11 @@ Measures the paper's claim that a sloppy outline gives the same segmentation (be
 the net only sees the outline on the 10x10 thumbnail) against simple baselines and
 GrabCut on the same simulated outlines.
 
+Below, "100x100" and "10x10" are the config's `size` and its thumbnail (the seed's
+sides; e.g. 200x200 and 20x20 with configs/cat200.py): every length (d, sigma, the
+band, the tolerance) stays in pixels of the 100x100 frame and is scaled by size / 100
+on the net's image (`image.frame_length`), so one sweep means the same at any size.
+
 The directory holds images/NAME.(jpg|jpeg|png) and masks/NAME.png (255 object, 0
 background, 128 an uncertain band that no metric counts). Per image:
 
@@ -32,7 +37,7 @@ background, 128 an uncertain band that no metric counts). Per image:
                           its time adds the net's)
      union_grabcut_full   the same started from the outline united with the net's
                           mask (the net may only extend the outline; GrabCut trims)
-   Full-resolution outlines are the same polygons scaled by side/100 and rasterised
+   Full-resolution outlines are the same polygons scaled by side/size and rasterised
    at full size.
 5. Scores on the 100x100 crop and on the original crop: IoU and boundary F (tolerance
    in pixels at 100x100, scaled by side/100 at full size), the band ignored. 100x100

@@ -4,8 +4,9 @@ what the width ablation reuses to score each fitted net.
 An image and its ground-truth mask become a `Case` (square crop, 100x100 and full
 resolution labels); `evaluate_image` simulates outlines from the ground truth for each
 `Setting` and scores each method's answer (IoU and boundary F, the 128 band ignored).
-Lengths (the boundary-F tolerance, GrabCut's band) are pixels of the 100x100 frame,
-scaled by side / 100 at full resolution. `evaluation.dataset` documents the protocol
+Lengths (outline offsets and jitter, the boundary-F tolerance, GrabCut's band) are
+pixels of the 100x100 frame (`image.FRAME`), scaled by side / 100 on the run's
+`config.size` image and at full resolution, so a setting means the same at any size. `evaluation.dataset` documents the protocol
 in full.
 """
 from __future__ import annotations
@@ -59,8 +60,8 @@ class Case(NamedTuple):
   prep: image_lib.PreparedImage
   crop: np.ndarray          # (side, side, 3) uint8: the square of the original
   full: M.Labels            # ground truth on the crop at full resolution
-  small: M.Labels           # ground truth at 100x100
-  sim_object: np.ndarray    # 100x100 object the outlines are made from
+  small: M.Labels           # ground truth at the run's size (the seed's 100x100)
+  sim_object: np.ndarray    # the object at that size the outlines are made from
   hw: tuple
 
 
@@ -138,7 +139,7 @@ class NetRunner:
 
 def full_band(case: Case, band: float) -> float:
   """A band of `band` pixels at 100x100 in pixels of the case's full-resolution crop."""
-  return band * case.full.object.shape[0] / case.small.object.shape[0]
+  return image_lib.frame_length(band, case.full.object.shape[0])
 
 
 def run_method(method, case: Case, outline, outline_full, net, opts):
@@ -152,10 +153,11 @@ def run_method(method, case: Case, outline, outline_full, net, opts):
     return mask, full, seconds, note
   if method == "outline":
     return B.outline_answer(outline), B.outline_answer(outline_full), 0.0, ""
+  scale = case.prep.thumbnail.shape[0] / case.prep.image.shape[0]  # the net's own
   if method == "thumbnail_nearest":
-    mask = B.thumbnail_roundtrip(outline, upsample="nearest")
+    mask = B.thumbnail_roundtrip(outline, scale, upsample="nearest")
   elif method == "thumbnail_bicubic":
-    mask = B.thumbnail_roundtrip(outline, upsample="bicubic")
+    mask = B.thumbnail_roundtrip(outline, scale, upsample="bicubic")
   elif method == "grabcut_100":
     mask = B.grabcut(case.prep.image, outline, iterations=opts["iterations"])
     if B.grabcut_degenerate(B.grabcut_init(outline)):
@@ -176,12 +178,13 @@ def evaluate_image(case: Case, net, settings, methods, opts, fit_info) -> tuple[
   """Rows for every outline and method of one image, and the settings skipped."""
   size = case.small.object.shape[0]
   side = case.full.object.shape[0]
-  tol_small, tol_full = opts["tolerance"], opts["tolerance"] * side / size
+  tol_small, tol_full = (image_lib.frame_length(opts["tolerance"], s) for s in (size, side))
   rows, skipped = [], []
   for s in settings:
     try:
-      out = O.simulate_outline(case.sim_object, s.d, s.sigma, s.vertices or None,
-                                outline_rng(case.name, s))
+      out = O.simulate_outline(case.sim_object, image_lib.frame_length(s.d, size),
+                               image_lib.frame_length(s.sigma, size), s.vertices or None,
+                               outline_rng(case.name, s))
     except InputError as e:
       skipped.append(f"{case.name} d={s.d:g} sigma={s.sigma:g} vertices={s.vertices} "
                      f"seed={s.seed}: {e}")

@@ -11,8 +11,10 @@ seed's 1-based terms, for an image of `h` x `w` pixels:
   `(i-yc)^2 + (j-xc)^2 < radius^2` (strict).
 
 `randi` is uniform over its inclusive range and `r` is MATLAB's `int8()` rounding:
-half away from zero. (MATLAB's int8 would also saturate at 127, which only matters for
-sides above 169 pixels; the seed always samples at 100x100 and we do not saturate.)
+half away from zero. Every range is a fraction of the side, so at other sizes
+(`config.size`) the masks are the seed's scaled: MATLAB's int8 would saturate at 127,
+which only matters for sides above 169 pixels (the seed always samples at 100x100), and
+we do not saturate.
 """
 from __future__ import annotations
 

@@ -1,8 +1,10 @@
-"""The paper's net on a user's outline: outline -> 10x10 input -> 100x100 output and mask.
+"""The paper's net on a user's outline: outline -> thumbnail input -> output and mask
+(seed: 10x10 -> 100x100; any size the net was built for).
 
-The input is built as in `segment_image.m`: the thumbnail of the 100x100 image is
-multiplied by `imresize(outline, 0.1)` (a bicubic, antialiased resize rounded to 0/1,
-so a thumbnail pixel counts as inside when roughly half of its 10x10 block is), then
+The input is built as in `segment_image.m`: the thumbnail of the image is multiplied
+by `imresize(outline, scale)` (a bicubic, antialiased resize rounded to 0/1, so a
+thumbnail pixel counts as inside when roughly half of its block, 10x10 in the seed,
+is), then
 goes through the same grayscale + tile + noise path as the training inputs.
 
 The net was trained to output `image .* mask`, so each output pixel is either the
@@ -31,31 +33,35 @@ def mask_from_output(output, image):
   return d_img < d_black
 
 
-@functools.partial(jax.jit, static_argnums=(0, 5))
-def _predict(graphdef, params, key, image, outlines, scale):
-  size = image.shape[0]
-  small = image_lib.thumbnail_size(size, scale)
+@functools.partial(jax.jit, static_argnums=0)
+def _predict(graphdef, params, key, image, outlines):
+  model = nnx.merge(graphdef, params)
+  small = model.input_side
   thumb = image_lib.resize_levels(image, (small, small), xp=jnp)
   outline_small = image_lib.resize_levels(outlines[..., None].astype(jnp.float32), (small, small),
                                           xp=jnp)[..., 0] > 0
   masked = thumb * outline_small[..., None]
-  model = nnx.merge(graphdef, params)
   out = model(network_input(key, masked, model.in_channels))
   return out, mask_from_output(out, image / 255.0), masked, outline_small
 
 
-def predict(graphdef, params, image: np.ndarray, outlines: np.ndarray, key: jax.Array,
-            scale: float = 0.1) -> dict:
-  """{output, mask, input_thumbnail, outline_small} for (N, S, S) bool outlines.
+def predict(graphdef, params, image: np.ndarray, outlines: np.ndarray, key: jax.Array) -> dict:
+  """{output, mask, input_thumbnail, outline_small} for (N, S, S) bool outlines on an
+  (S, S, 3) image, S the net's output side; the thumbnails are the net's input side.
 
   Raises InputError when an outline covers no thumbnail pixel (the net would get an
   all-black input and answer nothing the user asked for).
   """
+  side = nnx.merge(graphdef, params).output_side
+  if image.shape[:2] != (side, side):
+    raise InputError(f"the net answers at {side}x{side}, got a "
+                     f"{image.shape[1]}x{image.shape[0]} image")
   out, mask, masked, small = _predict(graphdef, params, key, jnp.asarray(image, jnp.float32),
-                                      jnp.asarray(outlines), scale)
+                                      jnp.asarray(outlines))
   small = np.asarray(small)
   if not small.reshape(small.shape[:-2] + (-1,)).any(axis=-1).all():
-    raise InputError("outline is too small: it covers no thumbnail pixel (at 100x100 it must "
-                     "enclose roughly half of a 10x10 block)")
+    block = side / small.shape[-1]
+    raise InputError(f"outline is too small: it covers no thumbnail pixel (at {side}x{side} it "
+                     f"must enclose roughly half of a {block:.3g}x{block:.3g} block)")
   return {"output": np.asarray(out), "mask": np.asarray(mask),
           "input_thumbnail": np.asarray(masked).astype(np.uint8), "outline_small": small}

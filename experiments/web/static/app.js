@@ -102,9 +102,12 @@ function loadImg(src) {
   return new Promise((ok, bad) => { const i = new Image(); i.onload = () => ok(i); i.onerror = bad; i.src = src; });
 }
 
+// The run's sides: the net's frame (config.size) and its thumbnail, as the server sends them.
+const thumbSide = () => `${thumb.naturalWidth}x${thumb.naturalHeight}`;
+
 function leadText() {
   if (info.variant === "paper")
-    return "Draw a rough outline around the object. This net sees your outline only as a 10x10 thumbnail, so it need not be neat; then add or remove what it got wrong.";
+    return `Draw a rough outline around the object. This net sees your outline only as a ${thumbSide()} thumbnail, so it need not be neat; then add or remove what it got wrong.`;
   return "Draw a rough outline around the object. The net snaps it to the photo's regions" +
     (info.hybrid ? " and GrabCut refines the edge at full resolution" : "") +
     ", so it need not be neat; then add or remove what it got wrong.";
@@ -130,6 +133,8 @@ async function startDrawing() {
     offline("The photo did not load. Reload the page to try again."); return;
   }
   $("lead").textContent = leadText();
+  document.querySelectorAll(".thumb-side").forEach((e) => { e.textContent = thumbSide(); });
+  $("side").textContent = `${info.side}x${info.side}`;
   show("draw");
   restore();
   layout();
