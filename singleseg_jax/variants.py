@@ -6,6 +6,9 @@ schedule. `fit`, `segment`, the run directory, the evaluation, the cut-outs and 
 page call these methods; nothing else compares variant names.
 
 - `paper`: the seed's Upsampler on thumbnails of random rectangles and discs.
+- `encdec`: the paper's pairs, loss and input path, with an encoder of the
+  full-resolution image and the outline in front of the paper's Upsampler
+  (`singleseg_jax.encdec`).
 - `snap`: the superpixel graph net of `singleseg_jax.snap`, fitted on sloppy outlines
   of regions made from the image's own superpixels. Its "epoch" is `snap_steps`
   updates on fresh batches; `num_samples - n_train` fixed pairs are its validation set.
@@ -26,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from singleseg_jax.encdec import EncDecNet
 from singleseg_jax.errors import InputError
 from singleseg_jax.paper import data as paper_data
 from singleseg_jax.paper import predict as paper_predict
@@ -33,8 +37,8 @@ from singleseg_jax.paper.layers import uses_custom_vjp
 from singleseg_jax.paper.model import DTYPES, Upsampler
 from singleseg_jax.snap import net as snap_net
 from singleseg_jax.snap import regions
-from singleseg_jax.train import (TrainState, epoch_update, evaluate_loss, make_optimizer,
-                                 num_batches)
+from singleseg_jax.train import (TrainState, apply_model, epoch_update, evaluate_loss,
+                                 make_optimizer, num_batches)
 
 
 class Segmentation(NamedTuple):
@@ -116,10 +120,13 @@ class Paper(Variant):
   fixed_train_set = True
 
   def init(self, key, options):
-    model = Upsampler(options.in_channels, options.width, dtype=DTYPES[options.dtype],
-                      fast_grad=uses_custom_vjp(options.layer),
-                      rngs=nnx.Rngs(params=model_key(key)))
+    model = self.net(options, nnx.Rngs(params=model_key(key)))
     return TrainState.create(model, make_optimizer(options.learning_rate, options.l2))
+
+  def net(self, options, rngs: nnx.Rngs) -> nnx.Module:
+    """A fresh net for `options`."""
+    return Upsampler(options.in_channels, options.width, dtype=DTYPES[options.dtype],
+                     fast_grad=uses_custom_vjp(options.layer), rngs=rngs)
 
   def fixed_data(self, key, image, options) -> tuple[paper_data.Dataset, paper_data.Dataset]:
     """The seed's fixed pair set (train, val) for `image`."""
@@ -139,10 +146,11 @@ class Paper(Variant):
         pairs = paper_data.make_pairs(fresh_key(data["key"], epoch), data["image"],
                                       pairs.inputs.shape[0], options.in_channels)
       return epoch_update(ts, pairs, shuffle_key(data["key"], epoch),
-                          batch_size=options.batch_size)
+                          batch_size=options.batch_size, image=data["image"])
 
     def run_val(ts, data):
-      return evaluate_loss(ts, data["val"], batch_size=options.batch_size)
+      return evaluate_loss(ts, data["val"], batch_size=options.batch_size,
+                           image=data["image"])
 
     return run_epoch, run_val
 
@@ -157,12 +165,27 @@ class Paper(Variant):
   def val_columns(self, key, image, options, state, num):
     _, val = self.fixed_data(key, image, options)
     n = min(num, len(val))
-    preds = np.asarray(state.model()(val.inputs[:n]))
+    preds = np.asarray(apply_model(state.model(), val.inputs[:n],
+                                   jnp.asarray(image, jnp.float32)))
     return [[p, t] for p, t in zip(preds, np.asarray(val.targets[:n]))]
 
   def describe(self, options):
     return (f"paper: in_channels {options.in_channels}, width {options.width}, "
             f"{options.num_samples} pairs, batch {options.batch_size}")
+
+
+class EncDec(Paper):
+  """The paper's method with an encoder of the image and the outline before its net."""
+  name, model_type = "encdec", EncDecNet
+
+  def net(self, options, rngs):
+    return EncDecNet(options.in_channels, options.width, options.encdec_hidden,
+                     options.encdec_layers, dtype=DTYPES[options.dtype],
+                     fast_grad=uses_custom_vjp(options.layer), rngs=rngs)
+
+  def describe(self, options):
+    return (f"encdec: encoder hidden {options.encdec_hidden}, {options.encdec_layers} code "
+            f"layers, before {super().describe(options)}")
 
 
 class Snap(Variant):
@@ -234,7 +257,7 @@ def _snap_probability(graphdef, params, graph, outlines):
   return snap_net.probability(nnx.merge(graphdef, params), graph, outlines)
 
 
-REGISTRY: dict[str, Variant] = {v.name: v for v in (Paper(), Snap())}
+REGISTRY: dict[str, Variant] = {v.name: v for v in (Paper(), EncDec(), Snap())}
 #: The variant of a config that names none (runs made before variants existed).
 DEFAULT = Paper.name
 

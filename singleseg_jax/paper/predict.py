@@ -3,7 +3,8 @@
 The input is built as in `segment_image.m`: the thumbnail of the 100x100 image is
 multiplied by `imresize(outline, 0.1)` (a bicubic, antialiased resize rounded to 0/1,
 so a thumbnail pixel counts as inside when roughly half of its 10x10 block is), then
-goes through the same grayscale + tile + noise path as the training inputs.
+goes through the same grayscale + tile + noise path as the training inputs. Nets that
+also take the image (the encdec variant) get it beside that input.
 
 The net was trained to output `image .* mask`, so each output pixel is either the
 image's colour (object) or black (background). The binary mask marks the pixels
@@ -22,6 +23,7 @@ from flax import nnx
 from singleseg_jax import image as image_lib
 from singleseg_jax.errors import InputError
 from singleseg_jax.paper.data import network_input
+from singleseg_jax.train import apply_model
 
 
 def mask_from_output(output, image):
@@ -40,7 +42,7 @@ def _predict(graphdef, params, key, image, outlines, scale):
                                           xp=jnp)[..., 0] > 0
   masked = thumb * outline_small[..., None]
   model = nnx.merge(graphdef, params)
-  out = model(network_input(key, masked, model.in_channels))
+  out = apply_model(model, network_input(key, masked, model.in_channels), image)
   return out, mask_from_output(out, image / 255.0), masked, outline_small
 
 
