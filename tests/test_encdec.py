@@ -1,19 +1,20 @@
-"""The encdec net: its decoder is the paper's, it starts as the paper's net, its outputs
-have the shapes the segment path expects, and it fits."""
+"""The encdec net: its decoder is the paper's, it starts as the paper's net, it fits,
+alone or in a population, and its answers have the shapes the segment path expects."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
 
+from helpers import assert_each_net_is_its_own_fit
 from singleseg_jax import InputError, prepare_image, variants
 from singleseg_jax.encdec import EncDecNet
-from singleseg_jax.fit import FitOptions, fit
+from singleseg_jax.fit import FitOptions, fit_seeds
 from singleseg_jax.paper.data import make_dataset
 from singleseg_jax.paper.model import Upsampler
 
 OPTIONS = FitOptions(variant="encdec", in_channels=8, width=0.125, num_samples=60,
-                     batch_size=15, num_epochs=4, encdec_hidden=8, patience=10)
+                     batch_size=15, num_epochs=3, encdec_hidden=4, patience=10)
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +24,7 @@ def image(photo):
 
 @pytest.fixture(scope="module")
 def pairs(image):
-  return make_dataset(jax.random.key(3), image, 20, OPTIONS.in_channels)[0]
+  return make_dataset(jax.random.key(3), image, 8, OPTIONS.in_channels)[0]
 
 
 def test_a_fresh_net_is_the_paper_net_with_the_same_decoder(image, pairs):
@@ -38,7 +39,7 @@ def test_a_fresh_net_is_the_paper_net_with_the_same_decoder(image, pairs):
     np.testing.assert_array_equal(a, b)
   image = jnp.asarray(image, jnp.float32)
   out = net(pairs.inputs, image)
-  assert out.shape == (15, 100, 100, 3) and out.dtype == jnp.float32
+  assert out.shape == (6, 100, 100, 3) and out.dtype == jnp.float32
   # The residual's last conv starts at zero, so the encoder adds nothing yet ...
   np.testing.assert_array_equal(np.asarray(out), np.asarray(paper(pairs.inputs)))
   # ... while the rest of it is live: a non-zero last conv makes the image matter.
@@ -48,11 +49,16 @@ def test_a_fresh_net_is_the_paper_net_with_the_same_decoder(image, pairs):
   assert float(jnp.abs(code - net.encode(pairs.inputs[:2], image[::-1])).max()) > 1e-3
 
 
-def test_it_fits_and_answers_with_the_shapes_segment_expects(image):
-  records = []
-  state, _ = fit(jax.random.key(0), image, OPTIONS, on_epoch=records.append)
-  losses = [r["val_loss"] for r in records]
-  assert len(losses) == 4 and losses[-1] < losses[0]
+def test_a_population_equals_single_fits_which_learn_and_answer_like_the_paper(image):
+  # Two nets on the conftest's two devices: each gets its image inside the sharded,
+  # vmapped epoch, as its single fit does.
+  keys = [jax.random.key(s) for s in (3, 4)]
+  together, reasons = fit_seeds(keys, image, OPTIONS)
+  logs = assert_each_net_is_its_own_fit(keys, [image] * 2, OPTIONS, together, reasons)
+  for records in logs:
+    assert len(records) == OPTIONS.num_epochs
+    assert records[-1]["val_loss"] < records[0]["val_loss"]
+  state = together[0]
   residual = np.asarray(state.train.params["residual"]["kernel"][...])
   assert np.abs(residual).max() > 0  # the encoder was trained, not left at its init
   outlines = np.zeros((3, 100, 100), bool)
