@@ -19,6 +19,7 @@ import os
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
@@ -135,7 +136,8 @@ def epoch_seconds(keys, image, options, repeats: int = 3) -> dict:
   start, one_epoch = (global_array(mesh, PartitionSpec(), np.int32(n)) for n in (0, 1))
   states = [init_state(k, options) for k in keys]
   data = [options.variant_impl.fixed_data(k, image, options)[0] for k in keys]
-  one = jax.jit(lambda st, d, k: epoch_update(st, d, k, batch_size=options.batch_size))
+  one = jax.jit(lambda st, d, k: epoch_update(st, d, k, batch_size=options.batch_size,
+                                              image=jnp.asarray(image, jnp.float32)))
 
   def time_vmap():  # the states are donated: carry the new ones on
     pop[0], pop[1], metrics = fns.block(pop[0], train, val, kd, im, pop[1], start, one_epoch)

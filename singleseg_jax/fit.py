@@ -14,8 +14,9 @@ block's first epochs are run again up to that point, which the key schedule make
 exact. So every `epochs_per_sync` gives the same parameters and the same stopping
 epoch; larger blocks sync, log and checkpoint less often.
 
-A population (`fit_population`) is P paper nets of one shape (seeds, or images of one
-size) under one set of options: spread over a 1-D mesh axis `nets` of all devices
+A population (`fit_population`) is P nets on the paper's pairs (the `paper` and
+`encdec` variants) of one shape (seeds, or images of one size) under one set of
+options: spread over a 1-D mesh axis `nets` of all devices
 (`jax.shard_map`) and vmapped within each, with every net's pairs made on its own
 device from its own key, and no traffic between devices. It runs `epochs_per_sync`
 epochs between host syncs too: each net applies the plateau rule on the device
@@ -36,6 +37,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
 
 from singleseg_jax import variants
+from singleseg_jax.encdec import check_encoder
 from singleseg_jax.errors import InputError
 from singleseg_jax.paper.data import make_pairs, num_train
 from singleseg_jax.paper.layers import check_layer
@@ -67,6 +69,8 @@ class FitOptions:
   snap_hidden: int = 64      # graph net width
   snap_rounds: int = 3       # message-passing rounds
   snap_steps: int = 25       # updates per epoch (each on a fresh batch of batch_size)
+  encdec_hidden: int = 16    # the encoder's channels
+  encdec_layers: int = 2     # 3x3 convs on the encoder's code (the last one to in_channels)
   epochs_per_sync: int = 1   # epochs run on the device between two host syncs
 
   def __post_init__(self):
@@ -75,6 +79,7 @@ class FitOptions:
       v = getattr(self, name)
       if not isinstance(v, int) or v < 1:
         raise InputError(f"{name} must be a positive integer, got {v!r}")
+    check_encoder(self.encdec_hidden, self.encdec_layers)
     if not isinstance(self.epochs_per_sync, int) or self.epochs_per_sync < 1:
       raise InputError(f"epochs_per_sync must be a positive integer, got "
                        f"{self.epochs_per_sync!r}")
@@ -305,15 +310,17 @@ class PopulationFunctions(NamedTuple):
 
 def population_functions(options: FitOptions, mesh: jax.sharding.Mesh) -> PopulationFunctions:
   """The jitted, sharded init (fresh nets and each net's fixed pairs, made on its own
-  device from its own key) and block of up to `epochs_per_sync` epochs of a
-  paper-variant population under `options`.
+  device from its own key) and block of up to `epochs_per_sync` epochs of a population
+  of a variant on the paper's pairs (`paper`, `encdec`) under `options`.
 
   In a block each net applies the plateau rule itself after every epoch and stops
   moving once it has converged, so the nets stop where `fit` stops them without a
   host sync per epoch; the host replays the rule on the block's metrics afterwards."""
   paper = options.variant_impl
   if not isinstance(paper, variants.Paper):
-    raise InputError(f"populations fit the {variants.Paper.name} variant only")
+    names = [v.name for v in variants.REGISTRY.values() if isinstance(v, variants.Paper)]
+    raise InputError(f"populations fit the variants on the paper's pairs only "
+                     f"({', '.join(names)}), not {paper.name}")
   bs, size = options.batch_size, options.epochs_per_sync
   n_train = num_train(options.num_samples, options.train_fraction)
   rule = Plateau(options.patience, options.rel_tol)
@@ -328,8 +335,9 @@ def population_functions(options: FitOptions, mesh: jax.sharding.Mesh) -> Popula
     if options.fresh_data:  # the same pairs `Paper.epochs` draws for this epoch
       train = make_pairs(variants.fresh_key(key, epoch), image, n_train, options.in_channels,
                          options.scale)
-    new, m = epoch_update(ts, train, variants.shuffle_key(key, epoch), batch_size=bs)
-    return new, m, evaluate_loss(new, val, batch_size=bs)
+    new, m = epoch_update(ts, train, variants.shuffle_key(key, epoch), batch_size=bs,
+                          image=image)
+    return new, m, evaluate_loss(new, val, batch_size=bs, image=image)
 
   def block_one(ts, train, val, kd, image, rs, start, count):
     key = jax.random.wrap_key_data(kd)

@@ -88,11 +88,22 @@ def gradient_step(state: TrainState, loss_fn) -> tuple[TrainState, dict]:
   return new, {"loss": loss, **metrics, "grad_norm": optax.tree.norm(grads)}
 
 
+def apply_model(model: nnx.Module, inputs, image=None):
+  """`model` on network inputs; a net with `takes_image` (the encoder-decoder) is also
+  given the fitted image ((S, S, 3), 0..255 levels), which the paper's net never sees."""
+  if not getattr(model, "takes_image", False):
+    return model(inputs)
+  if image is None:
+    raise InputError(f"{type(model).__name__} needs the fitted image beside its input")
+  return model(inputs, image)
+
+
 def regression_loss(batch: dict):
-  """`loss_fn` of the paper's net on {'inputs': (B,h,w,C), 'targets': (B,H,W,3)}."""
+  """`loss_fn` of the paper's net on {'inputs': (B,h,w,C), 'targets': (B,H,W,3)} and,
+  for nets that take it, 'image' (`apply_model`)."""
 
   def loss_fn(model):
-    pred = model(batch["inputs"])
+    pred = apply_model(model, batch["inputs"], batch.get("image"))
     return matlab_loss(pred, batch["targets"]), {"mse": mse(pred, batch["targets"])}
 
   return loss_fn
@@ -117,17 +128,18 @@ def num_batches(num_samples: int, batch_size: int) -> int:
 
 
 def epoch_update(state: TrainState, data: Dataset, key: jax.Array, *,
-                 batch_size: int) -> tuple[TrainState, dict]:
+                 batch_size: int, image=None) -> tuple[TrainState, dict]:
   """One shuffled pass over `data` (full batches), as a scan of `train_step`.
 
-  Returns the new state and the mean of each metric over the epoch's updates.
+  `image` is the fitted image, for nets that take it (`apply_model`). Returns the new
+  state and the mean of each metric over the epoch's updates.
   """
   n = num_batches(data.inputs.shape[0], batch_size)
   order = jax.random.permutation(key, data.inputs.shape[0])[: n * batch_size]
   order = order.reshape(n, batch_size)
 
   def body(state, idx):
-    batch = {"inputs": data.inputs[idx], "targets": data.targets[idx]}
+    batch = {"inputs": data.inputs[idx], "targets": data.targets[idx], "image": image}
     return _train_step(state, batch)
 
   state, metrics = jax.lax.scan(body, state, order)
@@ -139,13 +151,15 @@ def epoch_update(state: TrainState, data: Dataset, key: jax.Array, *,
 train_epoch = jax.jit(epoch_update, static_argnames=("batch_size",), donate_argnums=0)
 
 
-def evaluate_loss(state: TrainState, data: Dataset, *, batch_size: int = 50) -> dict:
-  """Mean loss and MSE over all of `data`, in chunks of `batch_size` (last may be short)."""
+def evaluate_loss(state: TrainState, data: Dataset, *, batch_size: int = 50,
+                  image=None) -> dict:
+  """Mean loss and MSE over all of `data`, in chunks of `batch_size` (last may be short);
+  `image` as for `epoch_update`."""
   n = data.inputs.shape[0]
   total = {"loss": 0.0, "mse": 0.0}
   for start in range(0, n, batch_size):
     stop = min(start + batch_size, n)
-    pred = state.model()(data.inputs[start:stop])
+    pred = apply_model(state.model(), data.inputs[start:stop], image)
     err = (pred - data.targets[start:stop]).astype(jnp.float32)
     total["loss"] += 0.5 * jnp.sum(err * err)
     total["mse"] += jnp.sum(err * err) / err[0].size

@@ -7,6 +7,9 @@ page call these methods; nothing else compares variant names.
 
 - `paper`: the seed's Upsampler on thumbnails of random rectangles and discs, built
   for the config's `size` and `scale` (`paper.model.layer_table`).
+- `encdec`: the paper's pairs, loss and input path, with an encoder of the
+  full-resolution image and the outline in front of the paper's Upsampler
+  (`singleseg_jax.encdec`).
 - `snap`: the superpixel graph net of `singleseg_jax.snap` (size 100 only), fitted on
   sloppy outlines of regions made from the image's own superpixels. Its "epoch" is `snap_steps`
   updates on fresh batches; `num_samples - n_train` fixed pairs are its validation set.
@@ -27,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from singleseg_jax.encdec import EncDecNet, check_blocks
 from singleseg_jax.errors import InputError
 from singleseg_jax.paper import data as paper_data
 from singleseg_jax.paper import predict as paper_predict
@@ -34,8 +38,8 @@ from singleseg_jax.paper.layers import uses_custom_vjp
 from singleseg_jax.paper.model import DTYPES, Upsampler, layer_sides, layer_table
 from singleseg_jax.snap import net as snap_net
 from singleseg_jax.snap import regions
-from singleseg_jax.train import (TrainState, epoch_update, evaluate_loss, make_optimizer,
-                                 num_batches)
+from singleseg_jax.train import (TrainState, apply_model, epoch_update, evaluate_loss,
+                                 make_optimizer, num_batches)
 
 
 class Segmentation(NamedTuple):
@@ -124,11 +128,14 @@ class Paper(Variant):
     layer_table(size, scale)
 
   def init(self, key, options):
-    model = Upsampler(options.in_channels, options.width, size=options.size,
-                      scale=options.scale, dtype=DTYPES[options.dtype],
-                      fast_grad=uses_custom_vjp(options.layer),
-                      rngs=nnx.Rngs(params=model_key(key)))
+    model = self.net(options, nnx.Rngs(params=model_key(key)))
     return TrainState.create(model, make_optimizer(options.learning_rate, options.l2))
+
+  def net(self, options, rngs: nnx.Rngs) -> nnx.Module:
+    """A fresh net for `options`."""
+    return Upsampler(options.in_channels, options.width, size=options.size,
+                     scale=options.scale, dtype=DTYPES[options.dtype],
+                     fast_grad=uses_custom_vjp(options.layer), rngs=rngs)
 
   def fixed_data(self, key, image, options) -> tuple[paper_data.Dataset, paper_data.Dataset]:
     """The seed's fixed pair set (train, val) for `image`."""
@@ -153,10 +160,11 @@ class Paper(Variant):
                                       pairs.inputs.shape[0], options.in_channels,
                                       options.scale)
       return epoch_update(ts, pairs, shuffle_key(data["key"], epoch),
-                          batch_size=options.batch_size)
+                          batch_size=options.batch_size, image=data["image"])
 
     def run_val(ts, data):
-      return evaluate_loss(ts, data["val"], batch_size=options.batch_size)
+      return evaluate_loss(ts, data["val"], batch_size=options.batch_size,
+                           image=data["image"])
 
     return run_epoch, run_val
 
@@ -171,7 +179,8 @@ class Paper(Variant):
   def val_columns(self, key, image, options, state, num):
     _, val = self.fixed_data(key, image, options)
     n = min(num, len(val))
-    preds = np.asarray(state.model()(val.inputs[:n]))
+    preds = np.asarray(apply_model(state.model(), val.inputs[:n],
+                                   jnp.asarray(image, jnp.float32)))
     return [[p, t] for p, t in zip(preds, np.asarray(val.targets[:n]))]
 
   def describe(self, options):
@@ -179,6 +188,25 @@ class Paper(Variant):
     return (f"paper: {sides[0]}x{sides[0]} -> {sides[-1]}x{sides[-1]} in {len(sides) - 1} "
             f"layers, in_channels {options.in_channels}, width {options.width}, "
             f"{options.num_samples} pairs, batch {options.batch_size}")
+
+
+class EncDec(Paper):
+  """The paper's method with an encoder of the image and the outline before its net."""
+  name, model_type = "encdec", EncDecNet
+
+  def net(self, options, rngs):
+    return EncDecNet(options.in_channels, options.width, options.encdec_hidden,
+                     options.encdec_layers, size=options.size, scale=options.scale,
+                     dtype=DTYPES[options.dtype], fast_grad=uses_custom_vjp(options.layer),
+                     rngs=rngs)
+
+  def check_size(self, size, scale):
+    super().check_size(size, scale)
+    check_blocks(size, scale)
+
+  def describe(self, options):
+    return (f"encdec: encoder hidden {options.encdec_hidden}, {options.encdec_layers} code "
+            f"layers, before {super().describe(options)}")
 
 
 class Snap(Variant):
@@ -256,7 +284,7 @@ def _snap_probability(graphdef, params, graph, outlines):
   return snap_net.probability(nnx.merge(graphdef, params), graph, outlines)
 
 
-REGISTRY: dict[str, Variant] = {v.name: v for v in (Paper(), Snap())}
+REGISTRY: dict[str, Variant] = {v.name: v for v in (Paper(), EncDec(), Snap())}
 #: The variant of a config that names none (runs made before variants existed).
 DEFAULT = Paper.name
 

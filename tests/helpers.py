@@ -31,6 +31,24 @@ def cli(module, *args, timeout=240):
                         capture_output=True, text=True, timeout=timeout)
 
 
+def assert_each_net_is_its_own_fit(keys, images, options, together, reasons) -> list:
+  """Asserts that each net of a population (`together`, `reasons`) equals its own
+  `fit()`; returns each single fit's per-epoch records."""
+  import jax
+  import pytest
+  from singleseg_jax.fit import fit
+  logs = []
+  for k, im, st, reason in zip(keys, images, together, reasons):
+    records = []
+    alone, why = fit(k, im, options, on_epoch=records.append)
+    assert (st.epoch, reason) == (alone.epoch, why)
+    assert st.plateau.best == pytest.approx(alone.plateau.best, rel=1e-4)
+    for a, b in zip(jax.tree.leaves(st.train.params), jax.tree.leaves(alone.train.params)):
+      np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
+    logs.append(records)
+  return logs
+
+
 def runlocal_config(image_path, **overrides):
   """The smoke-run config on `image_path`, with overrides."""
   from experiments.configs import default

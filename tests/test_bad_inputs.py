@@ -109,6 +109,7 @@ def test_main_bad_inputs(tmp_path, files, run_dir):
       ([RUNLOCAL, "--config.rel_tol=2"], "rel_tol"),
       ([RUNLOCAL, "--config.num_epochs=0"], "num_epochs"),
       ([RUNLOCAL, "--config.variant=snap", "--config.snap_hidden=0"], "snap_hidden"),
+      ([RUNLOCAL, "--config.variant=encdec", "--config.encdec_layers=0"], "encdec_layers"),
       ([RUNLOCAL, f"--config.image={f / 'missing.jpg'}"], "image not found"),
       ([RUNLOCAL, f"--config.image={f / 'empty_dir'}"], "is a directory"),
       ([RUNLOCAL, f"--config.image={f / 'notes.txt'}"], "cannot read image"),

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from helpers import ROOT, cli, params_of, runlocal_config
-from singleseg_jax import cutouts, run
+from singleseg_jax import cutouts, run, variants
 
 
 def test_sigkill_then_rerun_resumes_to_the_same_result(tmp_path, photo_path):
@@ -166,6 +166,22 @@ def test_snap_variant_end_to_end(tmp_path, photo_path):
   mask = np.asarray(Image.open(tmp_path / "seg2" / "mask_0_full.png")) > 0
   cut = np.asarray(Image.open(tmp_path / "seg2" / "cutout_0_full.png"))
   np.testing.assert_array_equal(cut, cutouts.rgba(cut[..., :3], mask, soft_edges=True))
+
+
+def test_encdec_variant_trains_restores_and_segments(tmp_path, photo_path):
+  workdir = str(tmp_path / "encdec")
+  info = run.train_and_evaluate(runlocal_config(photo_path, variant="encdec", encdec_hidden=4,
+                                                num_epochs=2), workdir)
+  assert info["epochs"] == 2
+  config, state, image, _ = run.load_run(workdir)
+  assert config.variant == "encdec" and variants.for_model(state.graphdef, state.params).name \
+      == "encdec"
+  out = tmp_path / "seg"
+  res = cli("experiments.segment", f"--workdir={workdir}", "--box=20,20,80,80", f"--out={out}")
+  assert res.returncode == 0, res.stderr[-2000:]
+  assert Image.open(out / "row_0.png").size == (600, 200)
+  assert Image.open(out / "mask_0.png").size == (100, 100)
+  assert Image.open(out / "cutout_0_full.png").size == (120, 120)
 
 
 def test_compare_builds_the_ablation_table(tmp_path):

@@ -4,6 +4,7 @@ import pytest
 
 from jax.sharding import PartitionSpec
 
+from helpers import assert_each_net_is_its_own_fit
 from singleseg_jax import InputError, prepare_image
 from singleseg_jax.fit import (NETS, FitOptions, fit, fit_population, fit_seeds, global_array,
                                init_state, population_functions, population_inputs,
@@ -29,15 +30,6 @@ def test_fit_is_deterministic_and_resumable(image):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
-def _assert_each_net_is_its_own_fit(keys, images, options, together, reasons):
-  for k, im, st, reason in zip(keys, images, together, reasons):
-    alone, why = fit(k, im, options)
-    assert (st.epoch, reason) == (alone.epoch, why)
-    assert st.plateau.best == pytest.approx(alone.plateau.best, rel=1e-4)
-    for a, b in zip(jax.tree.leaves(st.train.params), jax.tree.leaves(alone.train.params)):
-      np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
-
-
 def test_a_population_of_seeds_equals_individual_fits(image):
   # Three nets on the conftest's two devices: the mesh is filled with a copy of the last.
   # Blocks of 2 epochs between syncs: the nets stop inside a block, on the device.
@@ -50,7 +42,7 @@ def test_a_population_of_seeds_equals_individual_fits(image):
   assert len(together) == 3
   assert sorted(records) == [(i, e + 1) for i, st in enumerate(together) for e in range(st.epoch)]
   assert any(st.epoch % 2 and st.epoch < 8 for st in together), [s.epoch for s in together]
-  _assert_each_net_is_its_own_fit(keys, [image] * 3, opts, together, reasons)
+  assert_each_net_is_its_own_fit(keys, [image] * 3, opts, together, reasons)
 
 
 def test_a_population_of_images_with_fresh_data_equals_individual_fits(image):
@@ -58,7 +50,7 @@ def test_a_population_of_images_with_fresh_data_equals_individual_fits(image):
   keys = [jax.random.key(5), jax.random.key(5)]
   images = np.stack([image, image[::-1, ::-1]])  # same size, other content
   together, reasons = fit_population(keys, images, opts)
-  _assert_each_net_is_its_own_fit(keys, images, opts, together, reasons)
+  assert_each_net_is_its_own_fit(keys, images, opts, together, reasons)
   assert not np.allclose(*(np.asarray(jax.tree.leaves(s.train.params)[0]) for s in together))
 
 

@@ -24,11 +24,15 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   # "paper": the seed's net (all fields below as in the paper). "snap": the superpixel
   # graph net of singleseg_jax/snap/ (beyond the paper; configs/snap.py), which uses
   # the snap_* fields, batch_size, learning_rate, num_samples (for its val pairs) too.
+  # "encdec": the paper's pairs and net with an encoder of the full-resolution image
+  # and the outline in front (singleseg_jax/encdec.py; configs/encdec.py).
   config.variant = "paper"
   config.snap_segments = 100    # superpixels of the 100x100 image (snap needs size 100)
   config.snap_hidden = 64       # graph net width
   config.snap_rounds = 3        # message-passing rounds
   config.snap_steps = 25        # updates (fresh batches) per epoch
+  config.encdec_hidden = 16     # the encoder's channels
+  config.encdec_layers = 2      # 3x3 convs on its 10x10 code, the last one to in_channels
 
   config.in_channels = 256
   config.width = 1.0            # hidden widths 256-128-64-32-8 times this; last stays 3

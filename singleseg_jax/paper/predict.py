@@ -5,7 +5,8 @@ The input is built as in `segment_image.m`: the thumbnail of the image is multip
 by `imresize(outline, scale)` (a bicubic, antialiased resize rounded to 0/1, so a
 thumbnail pixel counts as inside when roughly half of its block, 10x10 in the seed,
 is), then
-goes through the same grayscale + tile + noise path as the training inputs.
+goes through the same grayscale + tile + noise path as the training inputs. Nets that
+also take the image (the encdec variant) get it beside that input.
 
 The net was trained to output `image .* mask`, so each output pixel is either the
 image's colour (object) or black (background). The binary mask marks the pixels
@@ -24,6 +25,7 @@ from flax import nnx
 from singleseg_jax import image as image_lib
 from singleseg_jax.errors import InputError
 from singleseg_jax.paper.data import network_input
+from singleseg_jax.train import apply_model
 
 
 def mask_from_output(output, image):
@@ -41,7 +43,7 @@ def _predict(graphdef, params, key, image, outlines):
   outline_small = image_lib.resize_levels(outlines[..., None].astype(jnp.float32), (small, small),
                                           xp=jnp)[..., 0] > 0
   masked = thumb * outline_small[..., None]
-  out = model(network_input(key, masked, model.in_channels))
+  out = apply_model(model, network_input(key, masked, model.in_channels), image)
   return out, mask_from_output(out, image / 255.0), masked, outline_small
 
 
