@@ -20,6 +20,7 @@ from ml_collections import config_flags
 
 from experiments import cli
 from singleseg_jax import speed
+from singleseg_jax.paper.layers import LAYER_CHOICES
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("in_channels", 256, "Input channels of the net.")
@@ -31,7 +32,7 @@ flags.DEFINE_integer("rounds", 3, "Timed rounds per part (and peer runs with --p
 flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype.")
 flags.DEFINE_string("mode", "both", "What to time: train, infer, epoch, joined by commas, or "
                     "both (train,infer) or all.")
-flags.DEFINE_enum("layer", "auto", ["auto", "custom", "stock"], "How the layers are "
+flags.DEFINE_enum("layer", "auto", list(LAYER_CHOICES), "How the layers are "
                   "differentiated (the config key `layer`).")
 flags.DEFINE_integer("epoch_pairs", 750, "Training pairs of a timed epoch (the cat run's).")
 flags.DEFINE_bool("data_parallel", False, "Shard the batch over all local devices (mesh axis "

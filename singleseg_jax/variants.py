@@ -29,7 +29,7 @@ from flax import nnx
 from singleseg_jax.errors import InputError
 from singleseg_jax.paper import data as paper_data
 from singleseg_jax.paper import predict as paper_predict
-from singleseg_jax.paper.layers import uses_custom_vjp
+from singleseg_jax.paper.layers import uses_custom_vjp, uses_winograd
 from singleseg_jax.paper.model import DTYPES, Upsampler
 from singleseg_jax.snap import net as snap_net
 from singleseg_jax.snap import regions
@@ -118,6 +118,7 @@ class Paper(Variant):
   def init(self, key, options):
     model = Upsampler(options.in_channels, options.width, dtype=DTYPES[options.dtype],
                       fast_grad=uses_custom_vjp(options.layer),
+                      winograd=uses_winograd(options.layer),
                       rngs=nnx.Rngs(params=model_key(key)))
     return TrainState.create(model, make_optimizer(options.learning_rate, options.l2))
 

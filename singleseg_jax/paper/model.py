@@ -62,11 +62,12 @@ class Upsampler(nnx.Module):
 
   `in_channels=256, width=1` is the cat/dog net (979,907 parameters);
   `in_channels=512, width=2` is the wider car net. `dtype` is the compute dtype.
-  `fast_grad=False` uses plain autodiff (the reference the tests compare against).
+  `fast_grad=False` uses plain autodiff (the reference the tests compare against);
+  `winograd=True` the Winograd forms where `paper.winograd.FORMS` says they win.
   """
 
   def __init__(self, in_channels: int = 256, width: float = 1.0, *, dtype=jnp.float32,
-               fast_grad: bool = True, rngs: nnx.Rngs):
+               fast_grad: bool = True, winograd: bool = False, rngs: nnx.Rngs):
     if not isinstance(in_channels, int) or in_channels < 1:
       raise InputError(f"in_channels must be a positive integer, got {in_channels!r}")
     self.in_channels = in_channels
@@ -75,7 +76,8 @@ class Upsampler(nnx.Module):
     for i, ((_, stride, crop), cout) in enumerate(zip(LAYERS, widths)):
       act = "sigmoid" if i == len(LAYERS) - 1 else "relu"
       layers.append(ConvTranspose(cin, cout, stride=stride, crop=crop, activation=act,
-                                  dtype=dtype, fast_grad=fast_grad, rngs=rngs))
+                                  dtype=dtype, fast_grad=fast_grad, winograd=winograd,
+                                  rngs=rngs))
       cin = cout
     self.layers = nnx.List(layers)
 
