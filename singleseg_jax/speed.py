@@ -463,6 +463,8 @@ def bench_case(in_channels: int, width: float, batch: int, *, dtype: str = "floa
       rec["peer_rounds_samples_per_s"] = peer_rates
       rec["rounds_samples_per_s"] = [r * batch for r in rates]
       rec["ratio_vs_peer"] = statistics.median(ratios)
+      rec["ratio_vs_peer_quartiles"] = (statistics.quantiles(ratios, n=4)[::2]
+                                        if len(ratios) > 1 else ratios * 2)
 
   if "epoch" in parts:
     if mesh is not None:

@@ -160,23 +160,25 @@ def _padded(x, crop):
 def conv_transpose_winograd(x, kernel, bias, crop: tuple[int, int, int, int],
                             activation: str = "linear", tile: int = 4):
   """The stride-1 `conv_transpose`, its three passes by Winograd F(tile x tile, 3x3)."""
-  z = winograd.correlate(_padded(x, crop), kernel[::-1, ::-1], tile)
-  return _activate(z + bias, activation)
+  return _winograd_fwd(x, kernel, bias, crop, activation, tile)[0]
 
 
 def _winograd_fwd(x, kernel, bias, crop, activation, tile):
-  y = conv_transpose_winograd(x, kernel, bias, crop, activation, tile)
-  return y, (x, kernel, y)
+  z, tiles = winograd.correlate(_padded(x, crop), kernel[::-1, ::-1], tile)
+  y = _activate(z + bias, activation)
+  # The input's transformed tiles are kept for the kernel gradient: recomputing them
+  # would cost another pass over memory and compile time.
+  return y, (tiles, kernel, y)
 
 
 def _winograd_bwd(crop, activation, tile, residuals, g):
-  x, kernel, y = residuals
+  tiles, kernel, y = residuals
   gz, g_full, dbias = _output_grad(g, y, crop, activation)
   # dx[i, j] = sum_ab g_full[i+a, j+b] K[a, b]^T and dK~[a, b] = sum_pq x~[p+a, q+b]^T gz[p, q]
   # (x~ the padded input, K~ the flipped kernel): both again 3x3 correlations.
-  dx = winograd.correlate(g_full, kernel.transpose(0, 1, 3, 2), tile)
-  dkernel = winograd.correlate_kernel_grad(_padded(x, crop), gz, tile)[::-1, ::-1]
-  return dx.astype(x.dtype), dkernel.astype(kernel.dtype), dbias
+  dx = winograd.correlate(g_full, kernel.transpose(0, 1, 3, 2), tile)[0]
+  dkernel = winograd.correlate_kernel_grad(tiles, gz, tile)[::-1, ::-1]
+  return dx.astype(y.dtype), dkernel.astype(kernel.dtype), dbias
 
 
 conv_transpose_winograd.defvjp(_winograd_fwd, _winograd_bwd)

@@ -93,20 +93,22 @@ def _input_tiles(d, m: int, t_h: int, t_w: int):
   return v.reshape((m + 2) ** 2, n * t_h * t_w, c)
 
 
-def _tiles_needed(side: int, m: int) -> int:
-  return -(-side // m)
+def _tiling(d, m: int):
+  """(d padded to whole tiles, tiles down, tiles across) for a VALID 3x3 correlation."""
+  _, h, w, _ = d.shape
+  t_h, t_w = -(-(h - 2) // m), -(-(w - 2) // m)
+  return jnp.pad(d, ((0, 0), (0, m * t_h + 2 - h), (0, m * t_w + 2 - w), (0, 0))), t_h, t_w
 
 
 def correlate(d, w, m: int):
-  """VALID correlation out[p, q] = sum_{a,b} d[p+a, q+b] @ w[a, b] by F(m x m, 3x3).
+  """(out, tiles): the VALID correlation out[p, q] = sum_{a,b} d[p+a, q+b] @ w[a, b] by
+  F(m x m, 3x3), and d's transformed tiles (what `correlate_kernel_grad` takes).
 
-  d (N, H, W, Cin), w (3, 3, Cin, Cout); returns (N, H-2, W-2, Cout) in d's dtype."""
-  bt, g, at = TRANSFORMS[m]
+  d (N, H, W, Cin), w (3, 3, Cin, Cout); out is (N, H-2, W-2, Cout) in d's dtype."""
+  _, g, at = TRANSFORMS[m]
   n, h, wd, _ = d.shape
-  ho, wo = h - 2, wd - 2
-  t_h, t_w = _tiles_needed(ho, m), _tiles_needed(wo, m)
-  d = jnp.pad(d, ((0, 0), (0, m * t_h + 2 - h), (0, m * t_w + 2 - wd), (0, 0)))
-  v = _input_tiles(d, m, t_h, t_w)                                 # (a*a, P, Cin)
+  padded, t_h, t_w = _tiling(d, m)
+  v = _input_tiles(padded, m, t_h, t_w)                            # (a*a, P, Cin)
   gm = jnp.asarray(g, w.dtype)
   u = jnp.einsum("xa,abio,yb->xyio", gm, w, gm).reshape((m + 2) ** 2, *w.shape[2:])
   prod = lax.dot_general(v, u.astype(v.dtype), (((2,), (1,)), ((0,), (0,))),
@@ -115,27 +117,24 @@ def correlate(d, w, m: int):
   prod = prod.reshape(a, a, n, t_h, t_w, -1)
   y = _transform_2d(at, lambda r: prod[r], lambda rows, s: rows[s])  # (m, m, N, th, tw, C)
   y = y.transpose(2, 3, 0, 4, 1, 5).reshape(n, m * t_h, m * t_w, -1)
-  return y[:, :ho, :wo].astype(d.dtype)
+  return y[:, :h - 2, :wd - 2].astype(d.dtype), v
 
 
-def correlate_kernel_grad(d, g_out, m: int):
-  """dw[a, b] = sum_{p,q} d[p+a, q+b]^T g_out[p, q]: the kernel gradient of `correlate`.
+def correlate_kernel_grad(tiles, g_out, m: int):
+  """dw[a, b] = sum_{p,q} d[p+a, q+b]^T g_out[p, q]: the kernel gradient of `correlate`,
+  from the tiles it returned for d, g_out (N, H-2, W-2, Cout).
 
   Per transform position, one GEMM over the tiles of (B^T d B)^T and (A g_out A^T),
-  then G^T (.) G back to 3x3. d (N, H, W, Cin), g_out (N, H-2, W-2, Cout)."""
-  bt, g, at = TRANSFORMS[m]
-  n, h, wd, _ = d.shape
-  ho, wo = h - 2, wd - 2
-  t_h, t_w = _tiles_needed(ho, m), _tiles_needed(wo, m)
-  d = jnp.pad(d, ((0, 0), (0, m * t_h + 2 - h), (0, m * t_w + 2 - wd), (0, 0)))
+  then G^T (.) G back to 3x3."""
+  _, g, at = TRANSFORMS[m]
+  n, ho, wo, cout = g_out.shape
+  t_h, t_w = -(-ho // m), -(-wo // m)
   g_out = jnp.pad(g_out, ((0, 0), (0, m * t_h - ho), (0, m * t_w - wo), (0, 0)))
-  v = _input_tiles(d, m, t_h, t_w)                                 # (a*a, P, Cin)
-  cout = g_out.shape[-1]
   gt = g_out.reshape(n, t_h, m, t_w, m, cout)
-  # A g A^T per tile: the transpose of the output transform, at = A^T (m, a).
+  # A g A^T per tile: the transpose of the output transform (at is A^T, m x a).
   dm = _transform_2d(at.T, lambda i: gt[:, :, i], lambda rows, j: rows[:, :, :, j])
   dm = dm.reshape((m + 2) ** 2, n * t_h * t_w, cout)
-  du = lax.dot_general(v, dm, (((1,), (1,)), ((0,), (0,))),
+  du = lax.dot_general(tiles, dm, (((1,), (1,)), ((0,), (0,))),
                        preferred_element_type=jnp.float32)        # (a*a, Cin, Cout)
   du = du.reshape(m + 2, m + 2, *du.shape[1:])
   gm = jnp.asarray(g, du.dtype)
