@@ -42,6 +42,7 @@ from singleseg_jax import run as run_lib
 from singleseg_jax.errors import InputError
 from singleseg_jax.fit import FitOptions
 from singleseg_jax.paper.data import Dataset, num_train
+from singleseg_jax.paper import layers, winograd
 from singleseg_jax.paper.layers import uses_custom_vjp, uses_winograd
 from singleseg_jax.paper.model import (DTYPES, INPUT_SIDE, LAYERS, OUTPUT_SIDE, Upsampler,
                                        flops_per_sample, layer_sides, layer_widths)
@@ -584,20 +585,13 @@ LAYER_FORMS = ("custom", "f2", "f4")
 def _layer_pass(stride: int, crop, activation: str, form: str, wrt_input: bool):
   """A jitted forward + backward of one layer as `form` runs it: the gradients
   wrt the kernel, the bias and (if `wrt_input`) the input of sum(layer(x) * cot)."""
-  from singleseg_jax.paper import layers  # pylint: disable=g-import-not-at-top
   if form == "custom":
     fn = lambda x, k, b: layers.conv_transpose(x, k, b, stride, crop, activation)
   else:
     fn = lambda x, k, b: layers.conv_transpose_winograd(x, k, b, crop, activation,
-                                                       winograd_tile(form))
+                                                       winograd.tile_of(form))
   argnums = (0, 1, 2) if wrt_input else (1, 2)
   return jax.jit(jax.grad(lambda x, k, b, cot: jnp.sum(fn(x, k, b) * cot), argnums))
-
-
-def winograd_tile(form: str) -> int:
-  """The output tile side of a Winograd form name ("f2" -> 2)."""
-  from singleseg_jax.paper import winograd  # pylint: disable=g-import-not-at-top
-  return winograd.tile_of(form)
 
 
 def time_layer_forms(in_channels: int = 256, width: float = 1.0, batch: int = 50, *,
@@ -611,6 +605,8 @@ def time_layer_forms(in_channels: int = 256, width: float = 1.0, batch: int = 50
   train step. GFLOP/s are by the analytic count, 3x the layer's forward (2x for layer
   1): a form with fewer multiplications can exceed the matmul peak.
   """
+  if not seconds > 0 or rounds < 1:
+    raise InputError("--seconds must be > 0 and --rounds >= 1")
   sides, widths = layer_sides(INPUT_SIDE), layer_widths(width)
   records, cin = [], in_channels
   rng = np.random.default_rng(0)
@@ -645,6 +641,43 @@ def time_layer_forms(in_channels: int = 256, width: float = 1.0, batch: int = 50
           "speedup": statistics.median(c / t for c, t in zip(times["custom"], times[f]))
           if "custom" in times else None})
   return records
+
+
+def compare_layers(layers_: Sequence[str], in_channels: int = 256, width: float = 1.0,
+                   batch: int = 50, *, seconds: float = 48.0, rounds: int = 16) -> dict:
+  """The train step with each of `layers_` (LAYER_CHOICES), in paired alternating rounds
+  in this one process: samples/s per round, and the median and quartiles over rounds of
+  each layer's rate over the first's."""
+  if len(layers_) < 2 or not seconds > 0 or rounds < 1:
+    raise InputError("compare two or more layers, with --seconds > 0 and --rounds >= 1")
+  for layer in layers_:
+    layers.check_layer(layer)
+  data = make_batch(batch, in_channels)
+  steps = {}
+  for layer in layers_:
+    box = [make_state(in_channels, width, layer=layer)]
+    compiled = train_step.lower(box[0], data).compile()
+
+    def step(compiled=compiled, box=box):
+      box[0], metrics = compiled(box[0], data)
+      return metrics["loss"]
+    for _ in range(2):
+      jax.block_until_ready(step())
+    steps[layer] = step
+  rates = {layer: [] for layer in layers_}
+  for _ in range(rounds):
+    for layer, step in steps.items():
+      t = time_calls(step, seconds=seconds / rounds / len(layers_), rounds=1, warmup=0)
+      rates[layer].append(t.median * batch)
+  rec = {"in_channels": in_channels, "width": width, "batch": batch, "rounds": rounds,
+         "rounds_samples_per_s": rates, "loadavg": os.getloadavg()[0]}
+  base = rates[layers_[0]]
+  for layer in layers_[1:]:
+    ratios = [r / b for r, b in zip(rates[layer], base)]
+    rec[f"{layer}_over_{layers_[0]}"] = statistics.median(ratios)
+    rec[f"{layer}_over_{layers_[0]}_quartiles"] = (statistics.quantiles(ratios, n=4)[::2]
+                                                  if len(ratios) > 1 else ratios * 2)
+  return rec
 
 
 @dataclasses.dataclass(frozen=True)

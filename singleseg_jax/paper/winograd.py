@@ -9,8 +9,9 @@ the multiplications left are one batched GEMM over the (m+2)^2 transform positio
 F(4x4,3x3), against 9 per output for a direct convolution.
 
 Only sums with constant coefficients touch the activations, written as explicit adds
-of strided slices (zero coefficients skipped) so that XLA fuses each transform into
-one pass over memory; a product of small constant matrices would become tiny GEMMs.
+of strided slices (zero coefficients skipped), so that XLA fuses each transform into
+two passes over memory (rows, then columns); as products with the small constant
+matrices (einsum) they become GEMMs with 4-6 terms per sum, measured several times slower.
 
 `layers.py` builds the layer's forward pass and both gradients from `correlate` and
 `correlate_kernel_grad`; FORMS says which layer gets which form.
@@ -39,7 +40,7 @@ TILES = tuple(TRANSFORMS)
 #: Which form each stride-1 layer of the seed's net runs as under `layer="winograd"`,
 #: by input side: "f2" or "f4" (Winograd F(2x2,3x3) or F(4x4,3x3)); sides not listed
 #: keep layers.py's tap-GEMM VJP. Chosen by paired per-layer forward+backward timings
-#: (`speed.time_layer_forms`, README "Speed"), cat net, batch 50, float32: layer 1
+#: (`speed.time_layer_forms`; the numbers are in docs/speed.md), cat net, batch 50, float32: layer 1
 #: (side 10, 256 -> 256) gains most with F(4x4); layers 3 (side 23, 128 -> 64) and 5
 #: (side 49, 32 -> 8) lose in both forms: their GEMMs are too thin for the saved
 #: multiplications to pay for the transforms' extra passes over memory.
