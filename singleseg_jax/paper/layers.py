@@ -59,7 +59,8 @@ def uses_custom_vjp(layer: str, platform: str | None = None) -> bool:
 
 
 def uses_winograd(layer: str, platform: str | None = None) -> bool:
-  """Whether `layer` means the Winograd forms (where they win) on `platform`."""
+  """Whether `layer` means the Winograd forms (where they win); only asked for by name,
+  so on every `platform` (an argument kept for symmetry with `uses_custom_vjp`)."""
   return check_layer(layer) == "winograd"
 
 
