@@ -8,6 +8,8 @@ line; the timed rate is the median of --rounds rounds. Examples:
   python -m experiments.benchmark --peer_python=PY --peer_script=torch_peer.py --seconds 30
   python -m experiments.benchmark --sweep --out runs/bench --seconds 4
   python -m experiments.benchmark --suite=accelerator --out runs/acc   # README, Speed
+  python -m experiments.benchmark --layer_forms --seconds 12 --rounds 6  # Winograd per layer
+  python -m experiments.benchmark --compare_layers=custom,winograd --seconds 96 --rounds 16
 
 --peer_python alternates each round of ours with a run of the torch peer (`ratio_vs_peer`:
 the median of the per-round ratios). --malloc_tune re-executes the process once with
@@ -21,6 +23,7 @@ from ml_collections import config_flags
 
 from experiments import cli
 from singleseg_jax import speed
+from singleseg_jax.paper.layers import LAYER_CHOICES
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("in_channels", 256, "Input channels of the net.")
@@ -35,7 +38,7 @@ flags.DEFINE_integer("rounds", 3, "Timed rounds per part (and peer runs with --p
 flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype.")
 flags.DEFINE_string("mode", "both", "What to time: train, infer, epoch, joined by commas, or "
                     "both (train,infer) or all.")
-flags.DEFINE_enum("layer", "auto", ["auto", "custom", "stock"], "How the layers are "
+flags.DEFINE_enum("layer", "auto", list(LAYER_CHOICES), "How the layers are "
                   "differentiated (the config key `layer`).")
 flags.DEFINE_integer("epoch_pairs", 750, "Training pairs of a timed epoch (the cat run's).")
 flags.DEFINE_bool("data_parallel", False, "Shard the batch over all local devices (mesh axis "
@@ -61,6 +64,12 @@ config_flags.DEFINE_config_file(
 flags.DEFINE_string("out", "runs/benchmark", "Folder for the sweep's or the suite's files.")
 flags.DEFINE_bool("malloc_tune", False, "Re-exec once with glibc MALLOC_* settings that keep "
                   "freed memory (see the module docstring).")
+flags.DEFINE_bool("layer_forms", False, "Time each stride-1 layer's forward + backward as "
+                  "custom, Winograd F(2x2,3x3) and F(4x4,3x3) in paired rounds instead (one "
+                  "JSON line per layer and form; --seconds per layer).")
+flags.DEFINE_list("compare_layers", None, "Time the train step with each of these layers in "
+                  "paired alternating rounds instead (e.g. custom,winograd): their ratios to "
+                  "the first.")
 flags.DEFINE_float("peak_seconds", 1.5, "Seconds of the peak matmul measurement (CPU).")
 
 
@@ -71,6 +80,16 @@ def main(argv):
     cli.reexec_with_malloc_env()
   common = dict(batch=FLAGS.batch, rounds=FLAGS.rounds, epoch_pairs=FLAGS.epoch_pairs,
                 peak_seconds=FLAGS.peak_seconds)
+  if FLAGS.compare_layers:
+    print(json.dumps(speed.compare_layers(FLAGS.compare_layers, FLAGS.in_channels, FLAGS.width,
+                                          FLAGS.batch, seconds=FLAGS.seconds,
+                                          rounds=FLAGS.rounds)), flush=True)
+    return
+  if FLAGS.layer_forms:
+    for rec in speed.time_layer_forms(FLAGS.in_channels, FLAGS.width, FLAGS.batch,
+                                      seconds=FLAGS.seconds, rounds=FLAGS.rounds):
+      print(json.dumps(rec), flush=True)
+    return
   if FLAGS.suite:
     given = not FLAGS["seconds"].using_default_value  # else the suite sizes it to its budget
     speed.accelerator_suite(FLAGS.out, FLAGS.config, cases=speed.parse_cases(FLAGS.suite_cases),

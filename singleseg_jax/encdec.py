@@ -59,11 +59,12 @@ class EncDecNet(nnx.Module):
 
   def __init__(self, in_channels: int = 256, width: float = 1.0, hidden: int = 16,
                layers: int = 2, *, size: int = PAPER_SIZE, scale: float = PAPER_SCALE,
-               dtype=jnp.float32, fast_grad: bool = True, rngs: nnx.Rngs):
+               dtype=jnp.float32, fast_grad: bool = True, winograd: bool = False,
+               rngs: nnx.Rngs):
     check_encoder(hidden, layers)
     self.block = check_blocks(size, scale)
     self.decoder = Upsampler(in_channels, width, size=size, scale=scale, dtype=dtype,
-                             fast_grad=fast_grad, rngs=rngs)
+                             fast_grad=fast_grad, winograd=winograd, rngs=rngs)
     self.in_channels = in_channels
     self.input_side, self.output_side = self.decoder.input_side, self.decoder.output_side
     init = nnx.initializers.glorot_uniform()  # the seed's initialiser, as in the decoder

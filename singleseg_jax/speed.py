@@ -42,9 +42,10 @@ from singleseg_jax import run as run_lib
 from singleseg_jax.errors import InputError
 from singleseg_jax.fit import FitOptions
 from singleseg_jax.paper.data import Dataset, num_train
-from singleseg_jax.paper.layers import uses_custom_vjp
-from singleseg_jax.paper.model import (DTYPES, PAPER_SCALE, PAPER_SIZE, Upsampler,
-                                       flops_per_sample, layer_sides)
+from singleseg_jax.paper import layers, winograd
+from singleseg_jax.paper.layers import uses_custom_vjp, uses_winograd
+from singleseg_jax.paper.model import (DTYPES, LAYERS, PAPER_SCALE, PAPER_SIZE, Upsampler,
+                                       flops_per_sample, layer_sides, layer_widths)
 from singleseg_jax.progress import Progress
 from singleseg_jax.train import TrainState, make_optimizer, num_batches, train_epoch, train_step
 
@@ -292,7 +293,10 @@ def parse_mode(mode: str) -> tuple[str, ...]:
 
 
 def impl_name(layer: str, platform: str | None = None) -> str:
-  """What `layer` runs as on `platform`: "jax-custom-vjp" or "jax-stock-autodiff"."""
+  """What `layer` runs as on `platform`: "jax-custom-vjp", "jax-winograd" (the custom VJP
+  with Winograd passes where they win) or "jax-stock-autodiff"."""
+  if uses_winograd(layer, platform):
+    return "jax-winograd"
   return "jax-custom-vjp" if uses_custom_vjp(layer, platform) else "jax-stock-autodiff"
 
 
@@ -300,7 +304,8 @@ def make_state(in_channels: int, width: float, *, dtype: str = "float32", layer:
                seed: int = 0, size: int = PAPER_SIZE, scale: float = PAPER_SCALE) -> TrainState:
   """A fresh paper net and optimiser, its layers differentiated as `layer` says."""
   model = Upsampler(in_channels, width, size=size, scale=scale, dtype=DTYPES[dtype],
-                    fast_grad=uses_custom_vjp(layer), rngs=nnx.Rngs(seed))
+                    fast_grad=uses_custom_vjp(layer), winograd=uses_winograd(layer),
+                    rngs=nnx.Rngs(seed))
   return TrainState.create(model, make_optimizer())
 
 
@@ -466,6 +471,8 @@ def bench_case(in_channels: int, width: float, batch: int, *, dtype: str = "floa
       rec["peer_rounds_samples_per_s"] = peer_rates
       rec["rounds_samples_per_s"] = [r * batch for r in rates]
       rec["ratio_vs_peer"] = statistics.median(ratios)
+      rec["ratio_vs_peer_quartiles"] = (statistics.quantiles(ratios, n=4)[::2]
+                                        if len(ratios) > 1 else ratios * 2)
 
   if "epoch" in parts:
     if mesh is not None:
@@ -640,6 +647,109 @@ def benchmark(in_channels: int, width: float, batch: int, *, seconds: float = 6.
   rec = bench_case(in_channels, width, batch, **kw)
   on_case(rec)
   return [rec]
+
+
+#: The forms `time_layer_forms` compares on a stride-1 layer: the tap-GEMM custom VJP
+#: and Winograd F(2x2,3x3) and F(4x4,3x3).
+LAYER_FORMS = ("custom", "f2", "f4")
+
+
+def _layer_pass(stride: int, crop, activation: str, form: str, wrt_input: bool):
+  """A jitted forward + backward of one layer as `form` runs it: the gradients
+  wrt the kernel, the bias and (if `wrt_input`) the input of sum(layer(x) * cot)."""
+  if form == "custom":
+    fn = lambda x, k, b: layers.conv_transpose(x, k, b, stride, crop, activation)
+  else:
+    fn = lambda x, k, b: layers.conv_transpose_winograd(x, k, b, crop, activation,
+                                                       winograd.tile_of(form))
+  argnums = (0, 1, 2) if wrt_input else (1, 2)
+  return jax.jit(jax.grad(lambda x, k, b, cot: jnp.sum(fn(x, k, b) * cot), argnums))
+
+
+def time_layer_forms(in_channels: int = 256, width: float = 1.0, batch: int = 50, *,
+                     seconds: float = 4.0, rounds: int = 5,
+                     forms: Sequence[str] = LAYER_FORMS) -> list[dict]:
+  """Forward + backward time of each stride-1 layer of the net in each of `forms`.
+
+  The forms are timed in paired alternating rounds (round r of every form back to
+  back), so a load change on the machine hits them alike; `speedup` is the median over
+  rounds of custom's time over the form's. Layer 1 takes no input gradient, as in the
+  train step. GFLOP/s are by the analytic count, 3x the layer's forward (2x for layer
+  1): a form with fewer multiplications can exceed the matmul peak.
+  """
+  if not seconds > 0 or rounds < 1:
+    raise InputError("--seconds must be > 0 and --rounds >= 1")
+  sides, widths = layer_sides(), layer_widths(width)
+  records, cin = [], in_channels
+  rng = np.random.default_rng(0)
+  for i, ((_, stride, crop), cout) in enumerate(zip(LAYERS, widths)):
+    side, c_in = sides[i], cin
+    cin = cout
+    if stride != 1:
+      continue
+    x = jnp.asarray(rng.random((batch, side, side, c_in), np.float32))
+    k = jnp.asarray(rng.normal(0, 0.05, (3, 3, c_in, cout)).astype(np.float32))
+    b = jnp.zeros((cout,), jnp.float32)
+    cot = jnp.asarray(rng.normal(size=(batch, sides[i + 1], sides[i + 1], cout))
+                      .astype(np.float32))
+    passes = 2 if i == 0 else 3
+    flops = passes * 2 * batch * side * side * c_in * cout * 9
+    calls = {f: _layer_pass(stride, crop, "relu", f, i > 0) for f in forms}
+    for f in forms:  # compile and warm up
+      for _ in range(2):
+        jax.block_until_ready(calls[f](x, k, b, cot))
+    times = {f: [] for f in forms}
+    for _ in range(rounds):
+      for f in forms:
+        t = time_calls(lambda: calls[f](x, k, b, cot), seconds=seconds / rounds / len(forms),
+                       rounds=1, warmup=0)
+        times[f].append(1e3 / t.median)
+    for f in forms:
+      ms = statistics.median(times[f])
+      records.append({
+          "layer": i + 1, "side": side, "in_channels": c_in, "out_channels": cout,
+          "batch": batch, "form": f, "ms": ms, "rounds_ms": times[f],
+          "gflops_per_s": flops / ms / 1e6,
+          "speedup": statistics.median(c / t for c, t in zip(times["custom"], times[f]))
+          if "custom" in times else None})
+  return records
+
+
+def compare_layers(layers_: Sequence[str], in_channels: int = 256, width: float = 1.0,
+                   batch: int = 50, *, seconds: float = 48.0, rounds: int = 16) -> dict:
+  """The train step with each of `layers_` (LAYER_CHOICES), in paired alternating rounds
+  in this one process: samples/s per round, and the median and quartiles over rounds of
+  each layer's rate over the first's."""
+  if len(layers_) < 2 or not seconds > 0 or rounds < 1:
+    raise InputError("compare two or more layers, with --seconds > 0 and --rounds >= 1")
+  for layer in layers_:
+    layers.check_layer(layer)
+  data = make_batch(batch, in_channels)
+  steps = {}
+  for layer in layers_:
+    box = [make_state(in_channels, width, layer=layer)]
+    compiled = train_step.lower(box[0], data).compile()
+
+    def step(compiled=compiled, box=box):
+      box[0], metrics = compiled(box[0], data)
+      return metrics["loss"]
+    for _ in range(2):
+      jax.block_until_ready(step())
+    steps[layer] = step
+  rates = {layer: [] for layer in layers_}
+  for _ in range(rounds):
+    for layer, step in steps.items():
+      t = time_calls(step, seconds=seconds / rounds / len(layers_), rounds=1, warmup=0)
+      rates[layer].append(t.median * batch)
+  rec = {"in_channels": in_channels, "width": width, "batch": batch, "rounds": rounds,
+         "rounds_samples_per_s": rates, "loadavg": os.getloadavg()[0]}
+  base = rates[layers_[0]]
+  for layer in layers_[1:]:
+    ratios = [r / b for r, b in zip(rates[layer], base)]
+    rec[f"{layer}_over_{layers_[0]}"] = statistics.median(ratios)
+    rec[f"{layer}_over_{layers_[0]}_quartiles"] = (statistics.quantiles(ratios, n=4)[::2]
+                                                  if len(ratios) > 1 else ratios * 2)
+  return rec
 
 
 @dataclasses.dataclass(frozen=True)

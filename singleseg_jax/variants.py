@@ -34,7 +34,7 @@ from singleseg_jax.encdec import EncDecNet, check_blocks
 from singleseg_jax.errors import InputError
 from singleseg_jax.paper import data as paper_data
 from singleseg_jax.paper import predict as paper_predict
-from singleseg_jax.paper.layers import uses_custom_vjp
+from singleseg_jax.paper.layers import uses_custom_vjp, uses_winograd
 from singleseg_jax.paper.model import DTYPES, Upsampler, layer_sides, layer_table
 from singleseg_jax.snap import net as snap_net
 from singleseg_jax.snap import regions
@@ -135,7 +135,8 @@ class Paper(Variant):
     """A fresh net for `options`."""
     return Upsampler(options.in_channels, options.width, size=options.size,
                      scale=options.scale, dtype=DTYPES[options.dtype],
-                     fast_grad=uses_custom_vjp(options.layer), rngs=rngs)
+                     fast_grad=uses_custom_vjp(options.layer),
+                     winograd=uses_winograd(options.layer), rngs=rngs)
 
   def fixed_data(self, key, image, options) -> tuple[paper_data.Dataset, paper_data.Dataset]:
     """The seed's fixed pair set (train, val) for `image`."""
@@ -198,7 +199,7 @@ class EncDec(Paper):
     return EncDecNet(options.in_channels, options.width, options.encdec_hidden,
                      options.encdec_layers, size=options.size, scale=options.scale,
                      dtype=DTYPES[options.dtype], fast_grad=uses_custom_vjp(options.layer),
-                     rngs=rngs)
+                     winograd=uses_winograd(options.layer), rngs=rngs)
 
   def check_size(self, size, scale):
     super().check_size(size, scale)

@@ -171,3 +171,4 @@ def test_a_block_that_diverges_hands_back_the_last_good_state(image):
 def test_the_paper_net_is_built_with_the_chosen_layer(layer):
   model = init_state(jax.random.key(0), FitOptions(**{**OPTIONS.__dict__, "layer": layer})).model()
   assert {l.fast_grad for l in model.layers} == {uses_custom_vjp(layer)}
+  assert {l.winograd for l in model.layers} == {layer == "winograd"}

@@ -7,7 +7,7 @@ import pytest
 
 from singleseg_jax import InputError
 from singleseg_jax.paper.layers import (check_layer, conv_transpose, conv_transpose_reference,
-                                        output_size, uses_custom_vjp)
+                                        output_size, uses_custom_vjp, uses_winograd)
 from singleseg_jax.paper.model import LAYERS
 
 CASES = [(stride, crop, act) for _, stride, crop in LAYERS for act in ("relu", "sigmoid")]
@@ -133,5 +133,8 @@ def test_layer_choice_by_backend():
   assert uses_custom_vjp("auto", "cpu") and uses_custom_vjp("custom", "gpu")
   assert not uses_custom_vjp("auto", "gpu") and not uses_custom_vjp("auto", "tpu")
   assert not uses_custom_vjp("stock", "cpu")
+  # Winograd is the custom VJP with some passes replaced, on any backend it is asked for.
+  assert uses_custom_vjp("winograd", "gpu") and uses_winograd("winograd", "cpu")
+  assert not uses_winograd("auto", "cpu") and not uses_winograd("custom", "cpu")
   with pytest.raises(InputError, match="layer must be one of"):
     check_layer("fast")

@@ -188,10 +188,24 @@ def test_the_benchmark_follows_the_size(capsys):
     (dict(suite="accelerator", suite_cases=["8:0.125:fast:float32"]), "layer must be one of"),
     (dict(suite="accelerator", suite_population_sizes=["0"]), "must be positive"),
     (dict(suite="accelerator", suite_seconds=0.0), "must be > 0"),
+    (dict(compare_layers=["custom"]), "compare two or more layers"),
+    (dict(compare_layers=["custom", "fast"]), "layer must be one of"),
+    (dict(layer_forms=True, seconds=0.0), "must be > 0"),
 ])
 def test_bad_flag_values_are_input_errors(overrides, message):
   with pytest.raises(ss.InputError, match=message):
     _run_main(**overrides)
+
+
+def test_compare_layers_pairs_the_rounds(capsys):
+  _run_main(compare_layers=["custom", "stock"], rounds=3, seconds=0.3)
+  rec = json.loads(capsys.readouterr().out.strip())
+  rates = rec["rounds_samples_per_s"]
+  assert [len(rates[k]) for k in ("custom", "stock")] == [3, 3]
+  ratios = sorted(s / c for s, c in zip(rates["stock"], rates["custom"]))
+  assert rec["stock_over_custom"] == pytest.approx(ratios[1])  # the median of 3
+  low, high = rec["stock_over_custom_quartiles"]
+  assert low <= rec["stock_over_custom"] <= high
 
 
 def test_sweep_writes_csv_and_png(tmp_path, capsys):

@@ -40,8 +40,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   # How the six layers are differentiated; only the speed and the last bits of the
   # gradients depend on it. "custom": a VJP of tap gathers and GEMMs, written because
   # XLA:CPU runs autodiff of strided transposed convolutions through a slow generic
-  # path; "stock": plain autodiff (the backend's own convolution gradients); "auto":
-  # custom on CPU, where it is measured to pay, stock elsewhere.
+  # path; "winograd": custom with Winograd forward and gradients where they are measured
+  # to win (paper/winograd.py); "stock": plain autodiff (the backend's own convolution
+  # gradients); "auto": custom on CPU, where it is measured to pay, stock elsewhere.
   config.layer = "auto"
 
   config.num_samples = 1000

@@ -13,6 +13,9 @@ T = (N*H*W, 9*Cout) and gets both gradients as plain GEMMs:
 kernel gradient = X^T T, input gradient = T W^T. The forward pass is the ordinary
 convolution of the stride-dilated input with the flipped kernel, with the crop folded
 into the padding. `tests/test_layers.py` checks the result against autodiff.
+
+`layer="winograd"` runs the stride-1 layers' three passes (forward, input gradient,
+kernel gradient) as Winograd correlations instead (`winograd.py`, which says where).
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ from flax import nnx
 from jax import lax
 
 from singleseg_jax.errors import InputError
+from singleseg_jax.paper import winograd
 
 KERNEL = 3
 ACTIVATIONS = ("relu", "sigmoid", "linear")
@@ -32,8 +36,9 @@ _DIMS = ("NHWC", "HWIO", "NHWC")
 
 
 #: How the layers are differentiated (the `layer` config key): "custom" is this module's
-#: VJP, "stock" plain autodiff of `conv_transpose_reference`, "auto" picks per backend.
-LAYER_CHOICES = ("auto", "custom", "stock")
+#: VJP, "winograd" the same with Winograd passes where `winograd.FORMS` says they win,
+#: "stock" plain autodiff of `conv_transpose_reference`, "auto" picks per backend.
+LAYER_CHOICES = ("auto", "custom", "winograd", "stock")
 
 
 def check_layer(layer: str) -> str:
@@ -50,7 +55,13 @@ def uses_custom_vjp(layer: str, platform: str | None = None) -> bool:
     # on other backends the convolution gradients are the backend's own, with no 9x tap
     # copy, so they are used there.
     return (platform or jax.default_backend()) == "cpu"
-  return layer == "custom"
+  return layer in ("custom", "winograd")
+
+
+def uses_winograd(layer: str, platform: str | None = None) -> bool:
+  """Whether `layer` means the Winograd forms (where they win); only asked for by name,
+  so on every `platform` (an argument kept for symmetry with `uses_custom_vjp`)."""
+  return check_layer(layer) == "winograd"
 
 
 def output_size(n: int, stride: int, crop: tuple[int, int]) -> int:
@@ -111,24 +122,67 @@ def _fwd(x, kernel, bias, stride, crop, activation):
   return y, (x, kernel, y)
 
 
+def _output_grad(g, y, crop, activation):
+  """(gradient wrt the pre-activation, cropped; the same uncropped; the bias gradient)."""
+  t, b, l, r = crop
+  gz = g * _activation_grad(y, activation)
+  dbias = jnp.sum(gz, axis=(0, 1, 2), dtype=jnp.float32).astype(gz.dtype)
+  return gz, jnp.pad(gz, ((0, 0), (t, b), (l, r), (0, 0))), dbias
+
+
 def _bwd(stride, crop, activation, residuals, g):
   x, kernel, y = residuals
-  t, b, l, r = crop
   n, h, w, cin = x.shape
   cout = kernel.shape[-1]
-  gz = g * _activation_grad(y, activation)
-  g_full = jnp.pad(gz, ((0, 0), (t, b), (l, r), (0, 0)))
+  _, g_full, dbias = _output_grad(g, y, crop, activation)
   taps = _taps(g_full, stride, h, w)                        # (N*h*w, 9*Cout)
   x2 = x.reshape(n * h * w, cin)
   dkernel = jnp.dot(x2.T, taps, preferred_element_type=jnp.float32)  # (Cin, 9*Cout)
   dkernel = dkernel.reshape(cin, KERNEL, KERNEL, cout).transpose(1, 2, 0, 3)
   w_t = kernel.transpose(0, 1, 3, 2).reshape(KERNEL * KERNEL * cout, cin)
   dx = jnp.dot(taps, w_t, preferred_element_type=jnp.float32).reshape(n, h, w, cin)
-  dbias = jnp.sum(gz, axis=(0, 1, 2), dtype=jnp.float32).astype(gz.dtype)
   return dx.astype(x.dtype), dkernel.astype(kernel.dtype), dbias
 
 
 conv_transpose.defvjp(_fwd, _bwd)
+
+
+def _padded(x, crop):
+  """x with the full convolution's border, less the crop: the stride-1 layer is then
+  the VALID correlation of this with the flipped kernel."""
+  pad = KERNEL - 1
+  t, b, l, r = crop
+  if max(crop) > pad:
+    raise ValueError(f"a stride-1 layer crops at most {pad} per side, got {crop}")
+  return jnp.pad(x, ((0, 0), (pad - t, pad - b), (pad - l, pad - r), (0, 0)))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
+def conv_transpose_winograd(x, kernel, bias, crop: tuple[int, int, int, int],
+                            activation: str = "linear", tile: int = 4):
+  """The stride-1 `conv_transpose`, its three passes by Winograd F(tile x tile, 3x3)."""
+  return _winograd_fwd(x, kernel, bias, crop, activation, tile)[0]
+
+
+def _winograd_fwd(x, kernel, bias, crop, activation, tile):
+  z, tiles = winograd.correlate(_padded(x, crop), kernel[::-1, ::-1], tile)
+  y = _activate(z + bias, activation)
+  # The input's transformed tiles are kept for the kernel gradient: recomputing them
+  # would cost another pass over memory and compile time.
+  return y, (tiles, kernel, y)
+
+
+def _winograd_bwd(crop, activation, tile, residuals, g):
+  tiles, kernel, y = residuals
+  gz, g_full, dbias = _output_grad(g, y, crop, activation)
+  # dx[i, j] = sum_ab g_full[i+a, j+b] K[a, b]^T and dK~[a, b] = sum_pq x~[p+a, q+b]^T gz[p, q]
+  # (x~ the padded input, K~ the flipped kernel): both again 3x3 correlations.
+  dx = winograd.correlate(g_full, kernel.transpose(0, 1, 3, 2), tile)[0]
+  dkernel = winograd.correlate_kernel_grad(tiles, gz, tile)[::-1, ::-1]
+  return dx.astype(y.dtype), dkernel.astype(kernel.dtype), dbias
+
+
+conv_transpose_winograd.defvjp(_winograd_fwd, _winograd_bwd)
 
 
 class ConvTranspose(nnx.Module):
@@ -136,11 +190,13 @@ class ConvTranspose(nnx.Module):
 
   Weights are initialised as MATLAB does: Glorot uniform over fan-in 9*Cin and
   fan-out 9*Cout, bias zero. `dtype` is the compute dtype (params stay float32).
+  `winograd=True` (with `fast_grad`) runs the layer in the form `winograd.form_for` picks.
   """
 
   def __init__(self, in_features: int, out_features: int, *, stride: int = 1,
                crop: tuple[int, int, int, int] = (0, 0, 0, 0), activation: str = "relu",
-               dtype=jnp.float32, fast_grad: bool = True, rngs: nnx.Rngs):
+               dtype=jnp.float32, fast_grad: bool = True, winograd: bool = False,
+               rngs: nnx.Rngs):
     if activation not in ACTIVATIONS:
       raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
     init = jax.nn.initializers.glorot_uniform()  # fans: 9*Cin and 9*Cout
@@ -151,9 +207,15 @@ class ConvTranspose(nnx.Module):
     self.activation = activation
     self.dtype = dtype
     self.fast_grad = fast_grad
+    self.winograd = winograd and fast_grad
 
   def __call__(self, x):
-    fn = conv_transpose if self.fast_grad else conv_transpose_reference
     kernel = self.kernel[...].astype(self.dtype)
     bias = self.bias[...].astype(self.dtype)
-    return fn(x.astype(self.dtype), kernel, bias, self.stride, self.crop, self.activation)
+    x = x.astype(self.dtype)
+    form = winograd.form_for(self.stride, x.shape[1], self.dtype) if self.winograd else "custom"
+    if form != "custom":
+      return conv_transpose_winograd(x, kernel, bias, self.crop, self.activation,
+                                     winograd.tile_of(form))
+    fn = conv_transpose if self.fast_grad else conv_transpose_reference
+    return fn(x, kernel, bias, self.stride, self.crop, self.activation)

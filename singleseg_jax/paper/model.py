@@ -158,12 +158,13 @@ class Upsampler(nnx.Module):
   `in_channels=256, width=1` at the default 100 and 0.1 is the cat/dog net (979,907
   parameters); `in_channels=512, width=2` is the wider car net. `dtype` is the
   compute dtype. `fast_grad=False` uses plain autodiff (the reference the tests
-  compare against).
+  compare against); `winograd=True` the Winograd forms where `paper.winograd.FORMS`
+  says they win.
   """
 
   def __init__(self, in_channels: int = 256, width: float = 1.0, *, size: int = PAPER_SIZE,
                scale: float = PAPER_SCALE, dtype=jnp.float32, fast_grad: bool = True,
-               rngs: nnx.Rngs):
+               winograd: bool = False, rngs: nnx.Rngs):
     if not isinstance(in_channels, int) or in_channels < 1:
       raise InputError(f"in_channels must be a positive integer, got {in_channels!r}")
     self.in_channels = in_channels
@@ -173,7 +174,8 @@ class Upsampler(nnx.Module):
     for i, ((_, stride, crop), cout) in enumerate(zip(table, layer_widths(width, size, scale))):
       act = "sigmoid" if i == len(table) - 1 else "relu"
       layers.append(ConvTranspose(cin, cout, stride=stride, crop=crop, activation=act,
-                                  dtype=dtype, fast_grad=fast_grad, rngs=rngs))
+                                  dtype=dtype, fast_grad=fast_grad, winograd=winograd,
+                                  rngs=rngs))
       cin = cout
     self.layers = nnx.List(layers)
 
