@@ -155,3 +155,32 @@ def reexec_with_malloc_env() -> None:
   sys.stdout.flush()
   sys.stderr.flush()
   os.execve(sys.executable, [sys.executable] + argv[1:], env)
+
+
+def define_outline_sweep_flags(d_values, sigmas, seeds: int) -> None:
+  """The flags of the mains that simulate outlines on a directory of images
+  (`evaluate`, `corrections`), with their own default sweep."""
+  from singleseg_jax.evaluation import protocol  # noqa: PLC0415 (only these mains need it)
+  from singleseg_jax.image import CROPS  # noqa: PLC0415
+
+  flags.DEFINE_string("data_dir", None, "Directory with images/ and masks/.")
+  flags.DEFINE_string("out", None, "Output directory.")
+  flags.DEFINE_enum("crop", "center", list(CROPS), "Square crop of each image.")
+  flags.DEFINE_list("d_values", list(d_values),
+                    "Outline offsets in pixels at 100x100 (negative: inside the object).")
+  flags.DEFINE_list("sigmas", list(sigmas), "Vertex jitter (pixels at 100x100).")
+  flags.DEFINE_list("vertices", ["20"], "Vertices kept per outline (0: every traced vertex).")
+  flags.DEFINE_integer("seeds", seeds, "Outlines per (d, sigma, vertices) setting.")
+  flags.DEFINE_integer("max_images", 0, "At most this many images (0: all).")
+  flags.DEFINE_float("bf_tolerance", protocol.BF_TOLERANCE,
+                     "Boundary F tolerance in pixels at 100x100 (x side/100 at full size).")
+  flags.mark_flags_as_required(["data_dir", "out"])
+
+
+def outline_settings():
+  """The outline settings the sweep flags name."""
+  from singleseg_jax.evaluation import dataset  # noqa: PLC0415
+
+  f = flags.FLAGS
+  return dataset.outline_settings(f.d_values, f.sigmas, f.vertices, f.seeds)
+
