@@ -39,11 +39,10 @@ from jax.sharding import NamedSharding, PartitionSpec
 from singleseg_jax import variants
 from singleseg_jax.encdec import check_encoder
 from singleseg_jax.errors import InputError
-from singleseg_jax.paper.data import make_pairs, num_train
+from singleseg_jax.paper.data import num_train
 from singleseg_jax.paper.layers import check_layer
 from singleseg_jax.paper.model import DTYPES, layer_widths
-from singleseg_jax.train import (Plateau, PlateauState, TrainState, epoch_update, evaluate_loss,
-                                 make_optimizer, num_batches)
+from singleseg_jax.train import Plateau, PlateauState, TrainState, make_optimizer, num_batches
 
 
 @dataclasses.dataclass(frozen=True)
@@ -321,8 +320,7 @@ def population_functions(options: FitOptions, mesh: jax.sharding.Mesh) -> Popula
     names = [v.name for v in variants.REGISTRY.values() if isinstance(v, variants.Paper)]
     raise InputError(f"populations fit the variants on the paper's pairs only "
                      f"({', '.join(names)}), not {paper.name}")
-  bs, size = options.batch_size, options.epochs_per_sync
-  n_train = num_train(options.num_samples, options.train_fraction)
+  size = options.epochs_per_sync
   rule = Plateau(options.patience, options.rel_tol)
   nets, rep = PartitionSpec(NETS), PartitionSpec()
 
@@ -331,13 +329,13 @@ def population_functions(options: FitOptions, mesh: jax.sharding.Mesh) -> Popula
     fresh = RuleState(jnp.bool_(True), jnp.float32(jnp.inf), jnp.int32(-1), jnp.int32(-1))
     return (init_state(key, options), *paper.fixed_data(key, image, options), fresh)
 
+  run_epoch, run_val = paper.epoch_functions(options)
+
   def epoch_one(ts, train, val, key, image, epoch):
-    if options.fresh_data:  # the same pairs `Paper.epochs` draws for this epoch
-      train = make_pairs(variants.fresh_key(key, epoch), image, n_train, options.in_channels,
-                         options.scale)
-    new, m = epoch_update(ts, train, variants.shuffle_key(key, epoch), batch_size=bs,
-                          image=image)
-    return new, m, evaluate_loss(new, val, batch_size=bs, image=image)
+    # The variant's own epoch and validation, on this net's data: `fit` runs the same.
+    data = {"train": train, "val": val, "image": image, "key": key}
+    new, m = run_epoch(ts, data, epoch)
+    return new, m, run_val(new, data)
 
   def block_one(ts, train, val, kd, image, rs, start, count):
     key = jax.random.wrap_key_data(kd)

@@ -209,9 +209,10 @@ class Plateau:
 
   def update(self, state: PlateauState, value: float) -> tuple[PlateauState, bool]:
     """Feeds one epoch's value; returns (new state, converged)."""
-    value = float(np.float32(value))
+    value = np.float32(value)
     epoch = state.epoch + 1
-    gained = bool(np.float32(value) < np.float32(state.best) * self.factor)
+    gained = bool(value < np.float32(state.best) * self.factor)
+    value = float(value)
     new = PlateauState(
         epoch=epoch,
         best=min(value, state.best),
@@ -223,8 +224,8 @@ class Plateau:
     """`update` in jnp on (best, last_gain, epoch) arrays (no best_epoch: the host
     replays it); returns the new three and whether the rule has converged."""
     epoch = epoch + 1
-    # inf * factor stays inf and nothing finite is below it, so the first epoch needs
-    # no special case (nor does the host's: float32(inf) * factor is inf too).
+    # inf * factor stays inf and every finite value is below it, so the first epoch
+    # gains with no special case (nor does the host's: float32(inf) * factor is inf).
     gained = value < best * self.factor
     last_gain = jnp.where(gained, epoch, last_gain)
     return jnp.minimum(value, best), last_gain, epoch, epoch - last_gain >= self.patience
