@@ -73,7 +73,10 @@ def test_evaluate_cli_end_to_end(tmp_path):
   grab = [float(r["iou_full"]) for r in rows if r["method"] == "grabcut_trimap_full"]
   assert np.mean(grab) > 0.85  # easy synthetic objects
   with open(out / "images.csv") as f:
-    status = {r["image"]: r["status"] for r in csv.DictReader(f)}
+    images = list(csv.DictReader(f))
+  status = {r["image"]: r["status"] for r in images}
+  # Per-pixel MSE of a [0, 1] image: in (0, 1) for every fitted image.
+  assert all(0 < float(r["fit_val_mse"]) < 1 for r in images if r["status"] == "ok")
   assert status == {"a_disc": "ok", "b_square": "ok", "c_tiny": "skipped",
                     "d_badmask": "failed", "e_nomask": "skipped"}
   skipped = (out / "skipped.txt").read_text()

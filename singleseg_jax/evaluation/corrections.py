@@ -215,7 +215,7 @@ def _evaluate_image(case, config, settings, methods, cap, tolerance):
   size, side = case.small.object.shape[0], case.full.object.shape[0]
   net, fit_s = None, 0.0
   if NET_METHODS & set(methods):
-    net, fit_s, epochs, reason = protocol.fit_net(config, case.prep.image)
+    net, fit_s, epochs, reason, _ = protocol.fit_net(config, case.prep.image)
     logging.info("%s: fit %.1f s (%d epochs, %s)", case.name, fit_s, epochs, reason)
   runner = protocol.NetRunner(net, case.prep.image, config.seed)
   superpixels = superpixel_labels(net, case.prep.image) if "snap_superpixels" in methods \

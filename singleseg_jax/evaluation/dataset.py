@@ -45,8 +45,8 @@ background, 128 an uncertain band that no metric counts). Per image:
    `cutouts.full_resolution`), full-size masks to 100x100 alike.
 
 The output directory receives results.csv (one row per image x method x setting x
-seed), images.csv (one row per image: size, fit time and epochs, status), summary.md,
-iou_vs_error.png and skipped.txt. Rows are appended after every image, so a killed run
+seed), images.csv (one row per image: size, fit time and epochs, best val MSE, status),
+summary.md, iou_vs_error.png and skipped.txt. Rows are appended after every image, so a killed run
 keeps what it finished. A failure on one image is logged and listed; the rest go on.
 """
 from __future__ import annotations
@@ -136,9 +136,10 @@ def _evaluate_one(name, image_path, mask_path, config, crop, settings, methods, 
     raise _Skip(f"the {crop} crop keeps {frac:.2%} object (< 1%)")
   logging.info("%s: %dx%d, %s crop side %d, object %.1f%%; fitting", name, case.hw[1],
                case.hw[0], crop, info["side"], 100 * frac)
-  state, fit_s, epochs, reason = protocol.fit_net(config, case.prep.image) \
-      if "net" in methods else (None, 0.0, 0, "no net")
-  info.update(fit_seconds=f"{fit_s:.2f}", fit_epochs=epochs, fit_stopped=reason)
+  state, fit_s, epochs, reason, val_mse = protocol.fit_net(config, case.prep.image) \
+      if "net" in methods else (None, 0.0, 0, "no net", float("nan"))
+  info.update(fit_seconds=f"{fit_s:.2f}", fit_epochs=epochs, fit_stopped=reason,
+              fit_val_mse="" if np.isnan(val_mse) else f"{val_mse:.6g}")
   net = protocol.NetRunner(state, case.prep.image, config.seed)
   t_eval = time.perf_counter()
   rows, skipped = protocol.evaluate_image(case, net, settings, methods, opts,

@@ -11,6 +11,7 @@ in full.
 """
 from __future__ import annotations
 
+import math
 import time
 import zlib
 from typing import NamedTuple
@@ -79,15 +80,30 @@ def load_case(name, image_path, mask_path, config, crop) -> Case:
               M.resolve_band(small), original.shape[:2])
 
 
-def fit_net(config, image):
-  """(best-val-loss net, seconds, epochs, why it stopped) for one 100x100 image."""
+class Fitted(NamedTuple):
+  """One image's fit: the best-val-loss net, seconds, epochs, why it stopped, and the
+  per-pixel val MSE at the best val loss (NaN for variants whose loss is not an MSE)."""
+  net: object
+  seconds: float
+  epochs: int
+  reason: str
+  val_mse: float
+
+
+def fit_net(config, image) -> Fitted:
+  """Fits the config's net to one image (its own config.size)."""
   options = run.fit_options(config)
   best = [None]
+  # Per-pixel val MSE at the best val loss: unlike the loss (a sum over the image), it
+  # compares across sizes.
+  best_val = [math.inf, math.nan]
   t0 = time.perf_counter()
   progress = Progress(options.num_epochs)
 
   def on_epoch(record):
     progress.update(record["epoch"])
+    if record["val_loss"] < best_val[0]:
+      best_val[:] = [record["val_loss"], record.get("val_mse", math.nan)]
     if record["epoch"] % 20 == 0:
       logging.info("  fit epoch %s (at most), val loss %.4g", progress, record["val_loss"])
 
@@ -98,7 +114,7 @@ def fit_net(config, image):
 
   state, reason = fit(jax.random.key(config.seed), image, options, on_epoch=on_epoch,
                       on_sync=on_sync)
-  return best[0], time.perf_counter() - t0, state.epoch, reason
+  return Fitted(best[0], time.perf_counter() - t0, state.epoch, reason, best_val[1])
 
 
 class _Net(NamedTuple):

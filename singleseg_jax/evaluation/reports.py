@@ -19,7 +19,7 @@ RESULT_FIELDS = ("image", "method", "variant", "d", "sigma", "vertices", "seed",
                  "outline_iou", "outline_iou_full", "iou", "bf", "bf_precision", "bf_recall",
                  "iou_full", "bf_full", "seconds", "fit_seconds", "fit_epochs", "note")
 IMAGE_FIELDS = ("image", "status", "height", "width", "side", "object_fraction", "fit_seconds",
-                "fit_epochs", "fit_stopped", "outlines", "eval_seconds", "reason")
+                "fit_epochs", "fit_stopped", "fit_val_mse", "outlines", "eval_seconds", "reason")
 #: The columns that identify one outline of one image across runs.
 OUTLINE_KEY = ("image", "d", "sigma", "vertices", "seed")
 
@@ -111,12 +111,12 @@ def summary_markdown(rows, image_rows, skipped, methods, meta) -> str:
       others = {m: v for m, v in means.items() if m != "net"}
       best = max(others, key=lambda m: others[m]) if others else None
       table.append([r["image"], r["side"], f"{float(r['object_fraction']):.1%}",
-                    r["fit_seconds"], r["fit_epochs"], r["fit_stopped"],
+                    r["fit_seconds"], r["fit_epochs"], r["fit_stopped"], r.get("fit_val_mse") or "–",
                     f"{means.get('net', float('nan')):.3f}",
                     f"{best} {others[best]:.3f}" if best else "–"])
     lines += ["## Per image", ""]
     lines += markdown_table(["image", "side", "object", "fit (s)", "epochs", "stopped",
-                             "net IoU full", "best baseline IoU full"], table)
+                             "best val MSE", "net IoU full", "best baseline IoU full"], table)
     if fits:
       lines += ["", f"Fit time per image: mean {np.mean(fits):.1f} s, median "
                 f"{np.median(fits):.1f} s (first image includes compilation)."]
