@@ -215,5 +215,5 @@ def evaluate_dataset(config, data_dir: str, out: str, *, settings, methods, crop
     logging.info("progress: images %s (%d ok, %d skipped, %d failed)", progress, counts["ok"],
                  counts["skipped"], counts["failed"])
   meta["wall time"] = hms(time.perf_counter() - progress.t0)
-  reports.write_reports(out, methods, skipped_settings, meta)
+  reports.write_reports(out, methods, skipped_settings, meta, config.size)
   return counts

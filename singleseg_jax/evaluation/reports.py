@@ -45,8 +45,8 @@ def paired(rows_a, rows_b, key) -> tuple[float, float]:
   return mean_ci([a[k] - b[k] for k in a if k in b])
 
 
-def summary_markdown(rows, image_rows, skipped, methods, meta) -> str:
-  """summary.md of one evaluation run."""
+def summary_markdown(rows, image_rows, skipped, methods, meta, size: int = 100) -> str:
+  """summary.md of one evaluation run whose nets answer at `size` x `size`."""
   lines = ["# Sloppy-outline evaluation", ""]
   lines += [f"- {k}: {v}" for k, v in meta.items()]
   done = [r for r in image_rows if r["status"] == "ok"]
@@ -55,8 +55,9 @@ def summary_markdown(rows, image_rows, skipped, methods, meta) -> str:
             f"{len(skipped)}", f"- rows: {len(rows)}", ""]
   lines += ["Every ± is a 95% Student-t interval over per-image means (the outlines of one "
             "image share its net and ground truth, so images are the independent units). "
-            "IoU and boundary F ignore the 128 band. *100* is the 100x100 crop; *full* the "
-            "original crop (100x100 answers sized up by bicubic imresize, threshold 1/2). "
+            f"IoU and boundary F ignore the 128 band. *{size}* is the crop at the run's "
+            f"{size}x{size}; *full* the original crop ({size}x{size} answers sized up by "
+            "bicubic imresize, threshold 1/2). "
             "Time is the median seconds per segmentation (net: one `segment` call after "
             "compilation; fits are listed below).", ""]
   outline_rows = [r for r in rows if r["method"] == methods[0]]
@@ -68,12 +69,12 @@ def summary_markdown(rows, image_rows, skipped, methods, meta) -> str:
     table.append([m] + [fmt(*ci(rows, k, sel)[:2]) for k in ("iou", "bf", "iou_full", "bf_full")]
                  + [f"{1000 * np.median(ms):.1f}" if ms else "–"])
   lines += ["## All outlines", ""]
-  lines += markdown_table(["method", "IoU 100", "BF 100", "IoU full", "BF full",
+  lines += markdown_table(["method", f"IoU {size}", f"BF {size}", "IoU full", "BF full",
                            "time/seg (ms)"], table)
   lines.append("")
   ds = sorted({float(r["d"]) for r in rows})
   for key, title in (("iou_full", "IoU (full resolution) by outline offset d"),
-                     ("iou", "IoU (100x100) by outline offset d")):
+                     ("iou", f"IoU ({size}x{size}) by outline offset d")):
     okey = "outline_iou_full" if key == "iou_full" else "outline_iou"
     table = [["*(outline's own IoU)*"] + [
         fmt(*ci(outline_rows, okey, lambda r, d=d: float(r["d"]) == d)[:2], 2) for d in ds]]
@@ -100,7 +101,7 @@ def summary_markdown(rows, image_rows, skipped, methods, meta) -> str:
     lines += ["## Paired differences: method minus net", "",
               "Per image, the mean over the same outlines of (method − net); positive means "
               "the method beats the net.", ""]
-    lines += markdown_table(["method", "Δ IoU 100", "Δ IoU full", "Δ BF full"], table)
+    lines += markdown_table(["method", f"Δ IoU {size}", "Δ IoU full", "Δ BF full"], table)
     lines.append("")
   if done:
     fits = [float(r["fit_seconds"]) for r in done if r["fit_seconds"] != ""]
@@ -149,12 +150,12 @@ def iou_vs_error_series(rows, methods) -> dict:
   return series
 
 
-def write_reports(out, methods, skipped, meta) -> None:
+def write_reports(out, methods, skipped, meta, size: int = 100) -> None:
   """summary.md, iou_vs_error.png and skipped.txt from the run's CSV files in `out`."""
   rows = read_csv(os.path.join(out, "results.csv"))
   image_rows = read_csv(os.path.join(out, "images.csv"))
   atomic_write(os.path.join(out, "summary.md"),
-               summary_markdown(rows, image_rows, skipped, methods, meta))
+               summary_markdown(rows, image_rows, skipped, methods, meta, size))
   if rows:
     figures.iou_vs_error(iou_vs_error_series(rows, methods),
                          os.path.join(out, "iou_vs_error.png"))
