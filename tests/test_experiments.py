@@ -207,8 +207,10 @@ def test_compare_builds_the_ablation_table(tmp_path):
     with open(d / "images.csv", "w", newline="") as f:
       w = csv.DictWriter(f, IMAGE_FIELDS)
       w.writeheader()
-      w.writerows([{"image": i, "status": "ok", "fit_seconds": 10 + 5 * (name == "b")}
-                   for i in ("x", "y", "z")])
+      # Run a predates the val-MSE column (empty), run b has it.
+      w.writerows([{"image": i, "status": "ok", "fit_seconds": 10 + 5 * (name == "b"),
+                    "fit_val_mse": 0.01 * (j + 1) if name == "b" else ""}
+                   for j, i in enumerate(("x", "y", "z"))])
     runs.append(str(d))
   res = cli("experiments.compare", f"--runs={','.join(runs)}", f"--out={tmp_path / 'o'}")
   assert res.returncode == 0, res.stderr[-2000:]
@@ -218,6 +220,8 @@ def test_compare_builds_the_ablation_table(tmp_path):
   np.testing.assert_allclose(float(table["net: snap (b)"]["diff"]), 0.05, atol=1e-9)
   np.testing.assert_allclose(float(table["net: paper (a)"]["iou_full"]), 0.6 + 0.02 / 3)
   assert float(table["net: snap (b)"]["fit_s"]) == 15
+  np.testing.assert_allclose(float(table["net: snap (b)"]["val_mse"]), 0.02)
+  assert np.isnan(float(table["net: paper (a)"]["val_mse"]))
   assert "| net: snap (b) |" in (tmp_path / "o" / "ablation.md").read_text()
   # Runs on other outlines are refused with one line.
   rows = list(csv.DictReader(open(os.path.join(runs[1], "results.csv"))))

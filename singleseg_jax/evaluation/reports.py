@@ -209,10 +209,12 @@ def comparison(runs: list[str], labels: list[str], reference: str,
     if ref is not None and label != reference:
       diff = paired(rows, ref, "iou_full")
     fits = [float(r["fit_seconds"]) for r in images or [] if r.get("fit_seconds")]
+    val = [float(r["fit_val_mse"]) for r in images or [] if r.get("fit_val_mse")]
     secs = [float(r["seconds"]) for r in rows]
     out.append({"method": label, "images": n, "iou_full": iou, "iou_half": half,
                 "bf_full": bf, "bf_half": bf_half, "diff": diff[0], "diff_half": diff[1],
                 "fit_s": float(np.mean(fits)) if fits else float("nan"),
+                "val_mse": float(np.mean(val)) if val else float("nan"),
                 "segment_ms": 1000 * float(np.median(secs)) if secs else float("nan")})
   return out
 
@@ -221,7 +223,9 @@ def comparison_markdown(rows: list[dict], reference: str) -> str:
   """The comparison as a markdown table."""
   table = [[r["method"], fmt(r["iou_full"], r["iou_half"]), fmt(r["bf_full"], r["bf_half"]),
             fmt(r["diff"], r["diff_half"]),
-            f"{r['fit_s']:.1f}" if np.isfinite(r["fit_s"]) else "–", f"{r['segment_ms']:.1f}"]
+            f"{r['fit_s']:.1f}" if np.isfinite(r["fit_s"]) else "–",
+            f"{r['val_mse']:.5f}" if np.isfinite(r["val_mse"]) else "–", f"{r['segment_ms']:.1f}"]
            for r in rows]
   return "\n".join(markdown_table(["method", "IoU full", "BF full", f"IoU − {reference}",
-                                   "fit (s/image)", "segment (ms)"], table)) + "\n"
+                                   "fit (s/image)", "best val MSE", "segment (ms)"],
+                                  table)) + "\n"
