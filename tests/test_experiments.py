@@ -233,6 +233,22 @@ def test_compare_builds_the_ablation_table(tmp_path):
   res = cli("experiments.compare", f"--runs={','.join(runs)}", f"--out={tmp_path / 'o2'}")
   assert res.returncode == 2 and res.stderr.strip().startswith("error:")
   assert "same flags" in res.stderr
+  # A run cut short (image z missing) compares on the common images only when asked.
+  rows = [r for r in rows if r["image"] != "z"]
+  rows[0]["d"] = "0.0"
+  with open(os.path.join(runs[1], "results.csv"), "w", newline="") as f:
+    w = csv.DictWriter(f, FIELDS)
+    w.writeheader()
+    w.writerows(rows)
+  res = cli("experiments.compare", f"--runs={','.join(runs)}", f"--out={tmp_path / 'o3'}")
+  assert res.returncode == 2 and "same flags" in res.stderr
+  res = cli("experiments.compare", f"--runs={','.join(runs)}", f"--out={tmp_path / 'o3'}",
+            "--common_images")
+  assert res.returncode == 0, res.stderr[-2000:]
+  with open(tmp_path / "o3" / "ablation.csv") as f:
+    table = {r["method"]: r for r in csv.DictReader(f)}
+  assert {r["images"] for r in table.values()} == {"2"}
+  np.testing.assert_allclose(float(table["net: paper (a)"]["iou_full"]), 0.61)  # x and y
 
 
 def test_segment_refine_grabcut_on_a_paper_run_is_one_line(run_dir, tmp_path):

@@ -176,11 +176,19 @@ def load_run(run: str) -> tuple[list[dict], list[dict]]:
 
 
 def comparison(runs: list[str], labels: list[str], reference: str,
-               default_variant: str) -> list[dict]:
+               default_variant: str, common_images: bool = False) -> list[dict]:
   """One row per method over several evaluation runs: the nets of every run, then each
   baseline once (from the first run that has it), with the paired IoU difference to
-  `reference`. Runs must hold the same (image, outline) set."""
+  `reference`. Runs must hold the same (image, outline) set; with `common_images`, each
+  run is first cut to the images every run has (a run stopped early, or made with
+  --max_images), and the outlines must then agree."""
   loaded = [load_run(r) for r in runs]
+  if common_images:
+    keep = set.intersection(*({r["image"] for r in rows} for rows, _ in loaded))
+    if not keep:
+      raise InputError(f"the runs {', '.join(runs)} have no image in common")
+    loaded = [([r for r in rows if r["image"] in keep], [r for r in images if r["image"] in keep])
+              for rows, images in loaded]
   settings = [{tuple(r[k] for k in OUTLINE_KEY) for r in rows} for rows, _ in loaded]
   for run, s in zip(runs[1:], settings[1:]):
     if s != settings[0]:
@@ -221,11 +229,12 @@ def comparison(runs: list[str], labels: list[str], reference: str,
 
 def comparison_markdown(rows: list[dict], reference: str) -> str:
   """The comparison as a markdown table."""
-  table = [[r["method"], fmt(r["iou_full"], r["iou_half"]), fmt(r["bf_full"], r["bf_half"]),
+  table = [[r["method"], str(r["images"]), fmt(r["iou_full"], r["iou_half"]),
+            fmt(r["bf_full"], r["bf_half"]),
             fmt(r["diff"], r["diff_half"]),
             f"{r['fit_s']:.1f}" if np.isfinite(r["fit_s"]) else "–",
             f"{r['val_mse']:.5f}" if np.isfinite(r["val_mse"]) else "–", f"{r['segment_ms']:.1f}"]
            for r in rows]
-  return "\n".join(markdown_table(["method", "IoU full", "BF full", f"IoU − {reference}",
+  return "\n".join(markdown_table(["method", "images", "IoU full", "BF full", f"IoU − {reference}",
                                    "fit (s/image)", "best val MSE", "segment (ms)"],
                                   table)) + "\n"
