@@ -68,13 +68,14 @@ class FitOptions:
   snap_hidden: int = 64      # graph net width
   snap_rounds: int = 3       # message-passing rounds
   snap_steps: int = 25       # updates per epoch (each on a fresh batch of batch_size)
+  snap_parts: int = 1        # at most this many colour-coherent parts per training region
   encdec_hidden: int = 16    # the encoder's channels
   encdec_layers: int = 2     # 3x3 convs on the encoder's code (the last one to in_channels)
   epochs_per_sync: int = 1   # epochs run on the device between two host syncs
 
   def __post_init__(self):
     variants.get(self.variant)  # validates the name
-    for name in ("snap_segments", "snap_hidden", "snap_steps"):
+    for name in ("snap_segments", "snap_hidden", "snap_steps", "snap_parts"):
       v = getattr(self, name)
       if not isinstance(v, int) or v < 1:
         raise InputError(f"{name} must be a positive integer, got {v!r}")

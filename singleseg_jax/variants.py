@@ -226,6 +226,11 @@ class Snap(Variant):
                              rngs=nnx.Rngs(params=model_key(key)))
     return TrainState.create(model, make_optimizer(options.learning_rate, options.l2))
 
+  @staticmethod
+  def prior(options) -> regions.RegionPrior:
+    """The training regions' prior: the documented defaults, `snap_parts` from options."""
+    return regions.RegionPrior(parts=options.snap_parts)
+
   def fixed_data(self, key, image, options) -> tuple[snap_net.Graph, snap_net.Batch]:
     """The superpixel graph of `image` and its fixed validation pairs."""
     graph = snap_net.graph_of(image, options.snap_segments)
@@ -233,13 +238,14 @@ class Snap(Variant):
                                                         options.train_fraction)
     if n_val < 1:
       raise InputError(f"train_fraction {options.train_fraction} leaves no val pairs")
-    val = jax.jit(snap_net.sample_batch, static_argnums=2)(data_key(key), graph, n_val)
+    val = jax.jit(snap_net.sample_batch, static_argnums=(2, 3))(data_key(key), graph, n_val,
+                                                               self.prior(options))
     return graph, val
 
   @functools.lru_cache(maxsize=16)
   def epoch_functions(self, options) -> tuple[Callable, Callable]:
     """(run_epoch, run_val) for `options`, the same objects for equal options."""
-    prior = regions.RegionPrior()
+    prior = self.prior(options)
 
     def run_epoch(ts, data, epoch):
       return snap_net.region_epoch(ts, data["graph"], shuffle_key(data["key"], epoch),
@@ -277,7 +283,8 @@ class Snap(Variant):
   def describe(self, options):
     return (f"snap: {options.snap_segments} superpixels, hidden {options.snap_hidden}, "
             f"{options.snap_rounds} rounds, {options.snap_steps} updates of batch "
-            f"{options.batch_size} per epoch, {options.num_samples} pairs")
+            f"{options.batch_size} per epoch, {options.num_samples} pairs"
+            + (f", regions of up to {options.snap_parts} parts" if options.snap_parts > 1 else ""))
 
 
 @jax.jit

@@ -93,11 +93,12 @@ def test_superpixels_are_connected_and_consistent(sp, image):
   assert len(mixed) <= 0.1 * len(present)
 
 
-def test_sample_region_is_a_hole_free_union_of_superpixels(sp):
+@pytest.mark.parametrize("parts", [1, 3])
+def test_sample_region_is_a_hole_free_union_of_superpixels(sp, parts):
+  prior = R.RegionPrior(parts=parts)
   keys = jax.random.split(jax.random.key(0), 64)
-  regs = np.asarray(jax.jit(jax.vmap(lambda k: R.sample_region(k, sp)))(keys))
+  regs = np.asarray(jax.jit(jax.vmap(lambda k: R.sample_region(k, sp, prior)))(keys))
   labels = np.asarray(sp.labels)
-  prior = R.RegionPrior()
   areas = regs.mean(axis=(1, 2))
   assert areas.min() > 0 and areas.max() < prior.max_area + 0.25
   assert np.std(areas) > 0.05  # sizes vary
@@ -118,7 +119,7 @@ def test_sample_region_is_a_hole_free_union_of_superpixels(sp):
           break
         seen = nxt
       assert (seen == outside).all()
-  again = np.asarray(R.sample_region(keys[3], sp))
+  again = np.asarray(R.sample_region(keys[3], sp, prior))
   np.testing.assert_array_equal(again, regs[3])
 
 

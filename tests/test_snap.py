@@ -84,7 +84,8 @@ def test_snap_fit_resumes_to_the_same_params(image):
 
 
 @pytest.mark.parametrize("field,value", [("variant", "unet"), ("snap_segments", 0),
-                                         ("snap_rounds", -1), ("snap_steps", 1.5)])
+                                         ("snap_rounds", -1), ("snap_steps", 1.5),
+                                         ("snap_parts", 0)])
 def test_bad_snap_options_are_input_errors(field, value):
   with pytest.raises(ss.InputError, match=field.split("_")[0]):
     FitOptions(**{field: value})

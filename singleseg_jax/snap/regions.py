@@ -45,6 +45,7 @@ class RegionPrior(NamedTuple):
   max_offset: float = 10.0
   max_wobble: float = 4.0      # amplitude (pixels) of the smooth boundary wobble
   wobble_grid: int = 6         # the wobble is smooth over this many cells per side
+  parts: int = 1               # at most this many colour-coherent parts per region
 
 
 def rgb_to_lab(rgb):
@@ -151,13 +152,41 @@ def connect(labels, sweeps: int = 64):
 
 
 def sample_region(key: jax.Array, sp: Superpixels, prior: RegionPrior = RegionPrior()):
-  """One object-like region: (S, S) bool, a union of adjacent superpixels."""
-  k_seed, k_area, k_tol, k_grow = jax.random.split(key, 4)
-  total = jnp.sum(sp.area)
+  """One object-like region: (S, S) bool, a union of adjacent superpixels.
+
+  A part grows from a seed over neighbours of similar colour (its own mean and
+  tolerance). With `prior.parts` > 1 a region has a uniform 1..parts of them, each
+  later part seeded next to the region so far and taking its share of the target area:
+  real objects are often parts of unlike colours (a pot and its soil, a helmet on a
+  face) that one colour model splits.
+  """
   present = sp.area > 0
-  seed = jax.random.categorical(k_seed, jnp.where(present, jnp.log(jnp.maximum(sp.area, 1)),
-                                                  -jnp.inf))
+  total = jnp.sum(sp.area)
+  empty = jnp.zeros(sp.area.shape, jnp.float32)
+  if prior.parts == 1:
+    k_seed, k_area, k_tol, k_grow = jax.random.split(key, 4)
+    target = jax.random.uniform(k_area, (), minval=prior.min_area, maxval=prior.max_area)
+    union = _grow_part(k_seed, k_tol, k_grow, sp, present, empty, target * total, prior)
+    return fill_holes(union, sp)[sp.labels] > 0
+  k_parts, k_count, k_area = jax.random.split(key, 3)
   target = jax.random.uniform(k_area, (), minval=prior.min_area, maxval=prior.max_area)
+  count = jax.random.randint(k_count, (), 1, prior.parts + 1)
+  adj = sp.adjacency.astype(jnp.float32)
+  union = empty
+  for p, k in enumerate(jax.random.split(k_parts, prior.parts)):
+    where = present if p == 0 else (adj @ union > 0) & (union == 0) & present
+    part = _grow_part(*jax.random.split(k, 3), sp, where, union,
+                      target * total * (p + 1) / count, prior)
+    union = jnp.where((p < count) & jnp.any(where), jnp.maximum(union, part), union)
+  return fill_holes(union, sp)[sp.labels] > 0
+
+
+def _grow_part(k_seed, k_tol, k_grow, sp: Superpixels, where, union, cap, prior: RegionPrior):
+  """A part (K,) 0/1 seeded in `where` (by area), grown outside `union` over colour-alike
+  neighbours while it and `union` stay under `cap` pixels."""
+  present = sp.area > 0
+  seed = jax.random.categorical(k_seed, jnp.where(where, jnp.log(jnp.maximum(sp.area, 1)),
+                                                  -jnp.inf))
   tol = jnp.exp(jax.random.uniform(k_tol, (), minval=jnp.log(prior.min_tolerance),
                                    maxval=jnp.log(prior.max_tolerance)))
   adj = sp.adjacency.astype(jnp.float32)
@@ -166,14 +195,14 @@ def sample_region(key: jax.Array, sp: Superpixels, prior: RegionPrior = RegionPr
     w = sp.area * region
     mean = (w @ sp.colour) / jnp.maximum(w.sum(), 1)
     dist = jnp.linalg.norm(sp.colour - mean, axis=-1)
-    frontier = (adj @ region > 0) & (region == 0) & present
+    frontier = (adj @ region > 0) & (region == 0) & (union == 0) & present
     join = jax.random.uniform(key, region.shape) < jnp.exp(-dist / tol)
-    small = (sp.area @ region) < target * total
+    small = (sp.area @ jnp.maximum(region, union)) < cap
     return jnp.where(frontier & join & small, 1.0, region), None
 
   region = jax.nn.one_hot(seed, sp.area.shape[0], dtype=jnp.float32)
   region, _ = jax.lax.scan(grow, region, jax.random.split(k_grow, prior.grow_steps))
-  return fill_holes(region, sp)[sp.labels] > 0
+  return region
 
 
 def fill_holes(region, sp: Superpixels):
