@@ -224,22 +224,22 @@ def test_compare_builds_the_ablation_table(tmp_path):
   assert np.isnan(float(table["net: paper (a)"]["val_mse"]))
   assert "| net: snap (b) |" in (tmp_path / "o" / "ablation.md").read_text()
   # Runs on other outlines are refused with one line.
+  def rewrite(rows):
+    with open(os.path.join(runs[1], "results.csv"), "w", newline="") as f:
+      w = csv.DictWriter(f, FIELDS)
+      w.writeheader()
+      w.writerows(rows)
+
   rows = list(csv.DictReader(open(os.path.join(runs[1], "results.csv"))))
   rows[0]["d"] = "2.0"
-  with open(os.path.join(runs[1], "results.csv"), "w", newline="") as f:
-    w = csv.DictWriter(f, FIELDS)
-    w.writeheader()
-    w.writerows(rows)
+  rewrite(rows)
   res = cli("experiments.compare", f"--runs={','.join(runs)}", f"--out={tmp_path / 'o2'}")
   assert res.returncode == 2 and res.stderr.strip().startswith("error:")
   assert "same flags" in res.stderr
   # A run cut short (image z missing) compares on the common images only when asked.
   rows = [r for r in rows if r["image"] != "z"]
   rows[0]["d"] = "0.0"
-  with open(os.path.join(runs[1], "results.csv"), "w", newline="") as f:
-    w = csv.DictWriter(f, FIELDS)
-    w.writeheader()
-    w.writerows(rows)
+  rewrite(rows)
   res = cli("experiments.compare", f"--runs={','.join(runs)}", f"--out={tmp_path / 'o3'}")
   assert res.returncode == 2 and "same flags" in res.stderr
   res = cli("experiments.compare", f"--runs={','.join(runs)}", f"--out={tmp_path / 'o3'}",
