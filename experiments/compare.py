@@ -4,9 +4,9 @@ Each run is an `experiments.evaluate` output directory made with the same data,
 outline flags and seeds (checked), one per net variant or config. The table lists
 every run's net (labelled by --labels, or the run's variant and directory) and every
 baseline once: mean IoU and boundary F at full resolution with 95% intervals over
-images, the paired difference in IoU to --reference, the mean fit time per image and
-the median time per segmentation (the `images` column counts the images behind each
-row). Writes DIR/ablation.md and DIR/ablation.csv.
+images, the paired difference in IoU to --reference, the mean fit time and best val
+MSE per image and the median time per segmentation (the `images` column counts the
+images behind each row). Writes DIR/ablation.md and DIR/ablation.csv.
 """
 import os
 

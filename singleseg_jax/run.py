@@ -122,15 +122,21 @@ def _restore(manager, template: TrainState, step: int | None = None):
   return FitState(train, PlateauState(*meta["plateau"]), meta["epoch"]), meta
 
 
+def config_differences(old: dict, new: dict, ignore=()) -> list[str]:
+  """The keys (not in `ignore`) whose values differ between two configs as JSON dicts;
+  a key one side lacks counts as its FitOptions default, so a run made before a key
+  existed still matches a config that sets the key to its default."""
+  return sorted(k for k in set(old) | set(new) if k not in ignore
+                and old.get(k, _FIT_DEFAULTS.get(k)) != new.get(k, _FIT_DEFAULTS.get(k)))
+
+
 def _check_same_run(workdir: str, config) -> None:
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
     return
   with open(path) as f:
     old = json.load(f)
-  new = json.loads(config.to_json_best_effort())
-  diff = sorted(k for k in set(old) | set(new) if k not in MUTABLE_FIELDS
-                and old.get(k, _FIT_DEFAULTS.get(k)) != new.get(k, _FIT_DEFAULTS.get(k)))
+  diff = config_differences(old, json.loads(config.to_json_best_effort()), MUTABLE_FIELDS)
   if diff:
     raise InputError(f"{workdir} holds a run with a different config ({', '.join(diff)}); "
                         "use a new --workdir")

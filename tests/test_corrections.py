@@ -1,6 +1,7 @@
 """The correction simulator: where it clicks, NoC on answers whose clicks are known, and
 the main end to end on a synthetic set."""
 import csv
+import json
 import os
 
 import numpy as np
@@ -195,3 +196,13 @@ def test_corrections_main_writes_its_tables_and_curve_and_resumes(tmp_path):
   assert again.returncode == 0 and "1 image(s) done" in again.stdout, again.stderr[-2000:]
   with open(out / "noc.csv") as f:
     assert list(csv.DictReader(f)) == rows
+  # A run made before a config key existed resumes (the key counts as its default);
+  # one made with another value is refused with one line.
+  identity = json.loads((out / "run.json").read_text())
+  del identity["config"]["snap_parts"]
+  (out / "run.json").write_text(json.dumps(identity))
+  assert cli("experiments.corrections", *args).returncode == 0
+  identity["config"]["snap_parts"] = 3
+  (out / "run.json").write_text(json.dumps(identity))
+  refused = cli("experiments.corrections", *args)
+  assert refused.returncode == 2 and "other flags or config" in refused.stderr

@@ -205,11 +205,12 @@ def test_compare_builds_the_ablation_table(tmp_path):
       w.writeheader()
       w.writerows(rows)
     with open(d / "images.csv", "w", newline="") as f:
-      w = csv.DictWriter(f, IMAGE_FIELDS)
+      # Run a predates the val-MSE column, run b has it.
+      fields = IMAGE_FIELDS if name == "b" else [k for k in IMAGE_FIELDS if k != "fit_val_mse"]
+      w = csv.DictWriter(f, fields)
       w.writeheader()
-      # Run a predates the val-MSE column (empty), run b has it.
       w.writerows([{"image": i, "status": "ok", "fit_seconds": 10 + 5 * (name == "b"),
-                    "fit_val_mse": 0.01 * (j + 1) if name == "b" else ""}
+                    **({"fit_val_mse": 0.01 * (j + 1)} if name == "b" else {})}
                    for j, i in enumerate(("x", "y", "z"))])
     runs.append(str(d))
   res = cli("experiments.compare", f"--runs={','.join(runs)}", f"--out={tmp_path / 'o'}")
@@ -248,6 +249,7 @@ def test_compare_builds_the_ablation_table(tmp_path):
   with open(tmp_path / "o3" / "ablation.csv") as f:
     table = {r["method"]: r for r in csv.DictReader(f)}
   assert {r["images"] for r in table.values()} == {"2"}
+  np.testing.assert_allclose(float(table["net: snap (b)"]["val_mse"]), 0.015)  # x and y
   np.testing.assert_allclose(float(table["net: paper (a)"]["iou_full"]), 0.61)  # x and y
 
 

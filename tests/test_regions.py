@@ -123,6 +123,21 @@ def test_sample_region_is_a_hole_free_union_of_superpixels(sp, parts):
   np.testing.assert_array_equal(again, regs[3])
 
 
+def test_sample_region_joins_up_to_parts_seeds(sp):
+  # With a near-zero colour tolerance a part cannot grow past its seed, so a region's
+  # superpixel count is its number of parts (uniform in 1..parts, mean 2 for parts=3)
+  # plus any superpixel that one encloses (holes are filled).
+  labels = np.asarray(sp.labels)
+  keys = jax.random.split(jax.random.key(5), 48)
+  counts = {}
+  for parts in (1, 3):
+    prior = R.RegionPrior(parts=parts, min_tolerance=1e-6, max_tolerance=2e-6)
+    regs = np.asarray(jax.jit(jax.vmap(lambda k, p=prior: R.sample_region(k, sp, p)))(keys))
+    counts[parts] = [len(np.unique(labels[r])) for r in regs]
+  assert np.median(counts[1]) == 1 and {1, 2, 3} <= set(counts[3])
+  assert np.mean(counts[3]) - np.mean(counts[1]) > 0.6
+
+
 def test_sloppy_outline_offsets_and_wobble(sp):
   region = R.sample_region(jax.random.key(1), sp)
   exact = R.RegionPrior(min_offset=0.0, max_offset=0.0, max_wobble=0.0)

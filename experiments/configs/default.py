@@ -32,6 +32,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.snap_rounds = 3        # message-passing rounds
   config.snap_steps = 25        # updates (fresh batches) per epoch
   config.snap_parts = 1         # colour-coherent parts per training region: at most this
+                                # (it shapes the val pairs too: val losses compare only
+                                # between runs with the same snap_parts)
   config.encdec_hidden = 16     # the encoder's channels
   config.encdec_layers = 2      # 3x3 convs on its 10x10 code, the last one to in_channels
 

@@ -324,9 +324,13 @@ def _start_or_resume(out: str, identity: dict) -> set:
   paths = [os.path.join(out, n) for n in ("run.json", "clicks.csv", "noc.csv")]
   if all(os.path.exists(p) for p in paths):
     with open(paths[0]) as f:
-      if json.load(f) != identity:
-        raise InputError(f"{out} holds a corrections run made with other flags or config; "
-                         "use another --out")
+      old = json.load(f)
+    # The config as run.py compares it (keys added since count as their defaults).
+    if {k: v for k, v in old.items() if k != "config"} != \
+        {k: v for k, v in identity.items() if k != "config"} or \
+        run.config_differences(old.get("config", {}), identity["config"]):
+      raise InputError(f"{out} holds a corrections run made with other flags or config; "
+                       "use another --out")
     finished = {r["image"] for r in tables.read_csv(paths[2])}
     clicks = [r for r in tables.read_csv(paths[1]) if r["image"] in finished]
     tables.write_csv(paths[1], clicks, TRACE_FIELDS)

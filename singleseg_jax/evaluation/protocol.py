@@ -82,7 +82,8 @@ def load_case(name, image_path, mask_path, config, crop) -> Case:
 
 class Fitted(NamedTuple):
   """One image's fit: the best-val-loss net, seconds, epochs, why it stopped, and the
-  per-pixel val MSE at the best val loss (NaN for variants whose loss is not an MSE)."""
+  val MSE (per pixel and channel) at the best val loss; NaN for a variant that logs no
+  `mse` metric (snap)."""
   net: object
   seconds: float
   epochs: int
@@ -94,8 +95,8 @@ def fit_net(config, image) -> Fitted:
   """Fits the config's net to one image (its own config.size)."""
   options = run.fit_options(config)
   best = [None]
-  # Per-pixel val MSE at the best val loss: unlike the loss (a sum over the image), it
-  # compares across sizes.
+  # The val MSE at the best val loss: the loss (half the summed squared error of a
+  # pair) grows with the image's pixels, the MSE per pixel compares across sizes.
   best_val = [math.inf, math.nan]
   t0 = time.perf_counter()
   progress = Progress(options.num_epochs)

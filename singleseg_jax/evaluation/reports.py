@@ -45,7 +45,7 @@ def paired(rows_a, rows_b, key) -> tuple[float, float]:
   return mean_ci([a[k] - b[k] for k in a if k in b])
 
 
-def summary_markdown(rows, image_rows, skipped, methods, meta, size: int = 100) -> str:
+def summary_markdown(rows, image_rows, skipped, methods, meta, size: int) -> str:
   """summary.md of one evaluation run whose nets answer at `size` x `size`."""
   lines = ["# Sloppy-outline evaluation", ""]
   lines += [f"- {k}: {v}" for k, v in meta.items()]
@@ -112,7 +112,8 @@ def summary_markdown(rows, image_rows, skipped, methods, meta, size: int = 100) 
       others = {m: v for m, v in means.items() if m != "net"}
       best = max(others, key=lambda m: others[m]) if others else None
       table.append([r["image"], r["side"], f"{float(r['object_fraction']):.1%}",
-                    r["fit_seconds"], r["fit_epochs"], r["fit_stopped"], r.get("fit_val_mse") or "–",
+                    r["fit_seconds"], r["fit_epochs"], r["fit_stopped"],
+                    r.get("fit_val_mse") or "–",
                     f"{means.get('net', float('nan')):.3f}",
                     f"{best} {others[best]:.3f}" if best else "–"])
     lines += ["## Per image", ""]
@@ -150,7 +151,7 @@ def iou_vs_error_series(rows, methods) -> dict:
   return series
 
 
-def write_reports(out, methods, skipped, meta, size: int = 100) -> None:
+def write_reports(out, methods, skipped, meta, size: int) -> None:
   """summary.md, iou_vs_error.png and skipped.txt from the run's CSV files in `out`."""
   rows = read_csv(os.path.join(out, "results.csv"))
   image_rows = read_csv(os.path.join(out, "images.csv"))
@@ -201,7 +202,11 @@ def comparison(runs: list[str], labels: list[str], reference: str,
       label = labels[i] if i < len(labels) else (
           f"net: {net[0].get('variant') or default_variant} "
           f"({os.path.basename(os.path.normpath(run))})")
-      groups.append((label, net, images))
+      # Fit time and val MSE over the images this net was scored on (an image that
+      # failed after its fit has a fit but no rows).
+      scored = {r["image"] for r in net}
+      groups.append((label, net, [r for r in images if r["image"] in scored
+                                  and r.get("status", "ok") == "ok"]))
   seen = set()
   for rows, images in loaded:
     for m in dict.fromkeys(r["method"] for r in rows):
@@ -235,6 +240,7 @@ def comparison_markdown(rows: list[dict], reference: str) -> str:
             f"{r['fit_s']:.1f}" if np.isfinite(r["fit_s"]) else "–",
             f"{r['val_mse']:.5f}" if np.isfinite(r["val_mse"]) else "–", f"{r['segment_ms']:.1f}"]
            for r in rows]
-  return "\n".join(markdown_table(["method", "images", "IoU full", "BF full", f"IoU − {reference}",
-                                   "fit (s/image)", "best val MSE", "segment (ms)"],
+  return "\n".join(markdown_table(["method", "images", "IoU full", "BF full",
+                                   f"IoU − {reference}", "fit (s/image)", "best val MSE",
+                                   "segment (ms)"],
                                   table)) + "\n"

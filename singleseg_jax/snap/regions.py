@@ -183,7 +183,7 @@ def sample_region(key: jax.Array, sp: Superpixels, prior: RegionPrior = RegionPr
 
 def _grow_part(k_seed, k_tol, k_grow, sp: Superpixels, where, union, cap, prior: RegionPrior):
   """A part (K,) 0/1 seeded in `where` (by area), grown outside `union` over colour-alike
-  neighbours while it and `union` stay under `cap` pixels."""
+  neighbours while it and `union` are under `cap` pixels (the last step may pass it)."""
   present = sp.area > 0
   seed = jax.random.categorical(k_seed, jnp.where(where, jnp.log(jnp.maximum(sp.area, 1)),
                                                   -jnp.inf))
