@@ -56,8 +56,9 @@ def summary_markdown(rows, image_rows, skipped, methods, meta, size: int) -> str
   lines += ["Every ± is a 95% Student-t interval over per-image means (the outlines of one "
             "image share its net and ground truth, so images are the independent units). "
             f"IoU and boundary F ignore the 128 band. *{size}* is the crop at the run's "
-            f"{size}x{size}; *full* the original crop ({size}x{size} answers sized up by "
-            "bicubic imresize, threshold 1/2). "
+            f"{size}x{size}; *full* the original crop (the `_full` methods answer at full "
+            f"resolution; the others at {size}x{size}, sized up by bicubic imresize, "
+            "threshold 1/2). "
             "Time is the median seconds per segmentation (net: one `segment` call after "
             "compilation; fits are listed below).", ""]
   outline_rows = [r for r in rows if r["method"] == methods[0]]
