@@ -51,7 +51,6 @@ from singleseg_jax import run, variants
 from singleseg_jax.errors import InputError
 from singleseg_jax.evaluation import baselines, dataset, protocol, reports
 from singleseg_jax.evaluation import metrics as M
-from singleseg_jax.evaluation import outlines as O
 from singleseg_jax.progress import Progress, hms
 
 METHODS = ("grabcut", "hybrid", "snap", "snap_superpixels")
@@ -168,8 +167,8 @@ def with_superpixel_clicks(soft: np.ndarray, superpixels: np.ndarray, strokes) -
 
 
 def answers(case: protocol.Case, outline: np.ndarray, soft, superpixels) -> dict:
-  """{method: answer(strokes) -> full-resolution bool mask} for one 100x100 outline
-  (`soft`: the net's 100x100 probability for it, None without a net)."""
+  """{method: answer(strokes) -> full-resolution bool mask} for one outline at the run's
+  size (`soft`: the net's probability for it at that size, None without a net)."""
   side = case.full.object.shape[0]
   size = outline.shape[0]
   box = (0, 0, side)  # case.crop is already the square
@@ -225,8 +224,7 @@ def _evaluate_image(case, config, settings, methods, cap, tolerance):
     key = {"image": case.name, "d": s.d, "sigma": s.sigma, "vertices": s.vertices,
            "seed": s.seed}
     try:
-      out = O.simulate_outline(case.sim_object, s.d, s.sigma, s.vertices or None,
-                               protocol.outline_rng(case.name, s))
+      out = protocol.simulated_outline(case, s)
     except InputError as e:
       skipped.append(f"{case.name} {key}: {e}")
       continue
@@ -235,7 +233,8 @@ def _evaluate_image(case, config, settings, methods, cap, tolerance):
       soft = np.zeros(out.mask.shape, np.float32)
     methods_of = answers(case, out.mask, soft, superpixels)
     for method in methods:
-      trace = simulate(methods_of[method], case.full, size, tolerance * side / size, cap)
+      trace = simulate(methods_of[method], case.full, size,
+                       image_lib.frame_length(tolerance, side), cap)
       for k in range(cap + 1):
         c = trace.clicks[k - 1] if 0 < k <= len(trace.clicks) else None
         x, y = (round(v, 2) for v in c.stroke(size, side)[1][0]) if c else ("", "")

@@ -191,6 +191,15 @@ def run_method(method, case: Case, outline, outline_full, net, opts):
   return mask, None, time.perf_counter() - t0, note
 
 
+def simulated_outline(case: Case, s: Setting) -> O.Outline:
+  """The sloppy outline of `case`'s object at setting `s` (lengths in pixels of the
+  100x100 frame, scaled to the run's size); InputError where none can be made."""
+  size = case.small.object.shape[0]
+  return O.simulate_outline(case.sim_object, image_lib.frame_length(s.d, size),
+                            image_lib.frame_length(s.sigma, size), s.vertices or None,
+                            outline_rng(case.name, s))
+
+
 def evaluate_image(case: Case, net, settings, methods, opts, fit_info) -> tuple[list, list]:
   """Rows for every outline and method of one image, and the settings skipped."""
   size = case.small.object.shape[0]
@@ -199,9 +208,7 @@ def evaluate_image(case: Case, net, settings, methods, opts, fit_info) -> tuple[
   rows, skipped = [], []
   for s in settings:
     try:
-      out = O.simulate_outline(case.sim_object, image_lib.frame_length(s.d, size),
-                               image_lib.frame_length(s.sigma, size), s.vertices or None,
-                               outline_rng(case.name, s))
+      out = simulated_outline(case, s)
     except InputError as e:
       skipped.append(f"{case.name} d={s.d:g} sigma={s.sigma:g} vertices={s.vertices} "
                      f"seed={s.seed}: {e}")
