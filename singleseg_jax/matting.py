@@ -10,7 +10,7 @@ Closed-form matting (Levin et al., which `pymatting` implements) is the stronger
 matte but solves a sparse system over the whole unknown band, minutes at a photo's
 resolution on two cores, and needs a trimap the outline does not give.
 
-Lengths are in pixels of the 100x100 frame, scaled by side / 100, as everywhere in the
+Lengths are in pixels of the 100x100 frame (`image.frame_length`), as everywhere in the
 evaluation, so the filter does the same thing to a 300-px and a 3000-px crop.
 """
 from __future__ import annotations
@@ -22,6 +22,7 @@ from scipy import ndimage
 
 from singleseg_jax import geometry
 from singleseg_jax.errors import InputError
+from singleseg_jax.image import frame_length
 
 
 class EdgeOptions(NamedTuple):
@@ -74,13 +75,13 @@ def soft_alpha(crop: np.ndarray, mask: np.ndarray, options: EdgeOptions = DEFAUL
   mask = geometry.as_bool_2d(mask)
   if not all(v > 0 for v in options):
     raise InputError(f"edge options must be positive, got {options}")
-  scale = mask.shape[0] / 100.0
-  radius = max(1, int(round(options.radius * scale)))
+  side = mask.shape[0]
+  radius = max(1, int(round(frame_length(options.radius, side))))
   alpha = np.clip(guided_filter(crop, mask.astype(np.float32), radius, options.eps), 0, 1)
   edge = geometry.boundary(mask)
   if not edge.any():  # nothing or everything: no edge to soften
     return mask.astype(np.float32)
-  near = geometry.within_distance(edge, options.band * scale)
+  near = geometry.within_distance(edge, frame_length(options.band, side))
   return np.where(near, alpha, mask).astype(np.float32)
 
 

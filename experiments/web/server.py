@@ -364,7 +364,7 @@ def make_handler(app: App):
       return self._not_allowed()
 
     def _not_allowed(self):
-      path, _, query = self.path.partition("?")
+      path = self.path.partition("?")[0]
       allow = ALLOWED.get(path, "GET" if path in GET_PATHS or CUTOUT_PATH.fullmatch(path)
                           else None)
       if allow is None:
