@@ -99,7 +99,8 @@ def main(argv):
                             else None, **common)
     return
   speed.benchmark(FLAGS.in_channels, FLAGS.width, seconds=FLAGS.seconds, dtype=FLAGS.dtype,
-                  mode=FLAGS.mode, layer=FLAGS.layer, size=FLAGS.size, scale=FLAGS.scale, data_parallel=FLAGS.data_parallel,
+                  mode=FLAGS.mode, layer=FLAGS.layer, size=FLAGS.size, scale=FLAGS.scale,
+                  data_parallel=FLAGS.data_parallel,
                   peer_python=FLAGS.peer_python, peer_script=FLAGS.peer_script,
                   sweep_batches=FLAGS.sweep_batches if FLAGS.sweep else None,
                   sweep_widths=FLAGS.sweep_widths, out=FLAGS.out, malloc_tune=cli.malloc_tuned(),

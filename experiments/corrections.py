@@ -24,7 +24,8 @@ flags.DEFINE_integer("max_clicks", corrections.CAP, "Clicks per outline (the NoC
 def main(argv):
   del argv
   counts = corrections.evaluate_corrections(
-      FLAGS.config, FLAGS.data_dir, FLAGS.out, settings=cli.outline_settings(), methods=FLAGS.methods,
+      FLAGS.config, FLAGS.data_dir, FLAGS.out, settings=cli.outline_settings(),
+      methods=FLAGS.methods,
       crop=FLAGS.crop, max_images=FLAGS.max_images, cap=FLAGS.max_clicks,
       tolerance=FLAGS.bf_tolerance,
       command=" ".join(["python -m experiments.corrections"] + sys.argv[1:]))

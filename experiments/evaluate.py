@@ -28,7 +28,8 @@ def main(argv):
   del argv
   counts = dataset.evaluate_dataset(
       FLAGS.config, FLAGS.data_dir, FLAGS.out, settings=cli.outline_settings(),
-      methods=FLAGS.methods, crop=FLAGS.crop, max_images=FLAGS.max_images, tolerance=FLAGS.bf_tolerance,
+      methods=FLAGS.methods, crop=FLAGS.crop, max_images=FLAGS.max_images,
+      tolerance=FLAGS.bf_tolerance,
       iterations=FLAGS.grabcut_iterations, band=FLAGS.trimap_band,
       command=" ".join(["python -m experiments.evaluate"] + sys.argv[1:]))
   print(f"{FLAGS.out}: {counts['ok']} image(s) evaluated, {counts['skipped']} skipped, "

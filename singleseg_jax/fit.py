@@ -9,10 +9,11 @@ the uninterrupted one.
 The loop stays on the device for `epochs_per_sync` epochs at a time: one jitted scan
 runs the epochs and keeps a copy of the state with the lowest val loss (`jnp.where`),
 and only then does the host read the block's metrics. The host replays the plateau
-rule and the finite check on them (`Plateau`); when the rule stops inside a block, or a loss stops being finite, the
-block's first epochs are run again up to that point, which the key schedule makes
-exact. So every `epochs_per_sync` gives the same parameters and the same stopping
-epoch; larger blocks sync, log and checkpoint less often.
+rule and the finite check on them (`Plateau`); when the rule stops inside a block, or a
+loss stops being finite, the block's first epochs are run again up to that point,
+which the key schedule makes exact. So every `epochs_per_sync` gives the same
+parameters and the same stopping epoch; larger blocks sync, log and checkpoint less
+often.
 
 A population (`fit_population`) is P nets on the paper's pairs (the `paper` and
 `encdec` variants) of one shape (seeds, or images of one size) under one set of

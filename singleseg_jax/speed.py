@@ -271,7 +271,8 @@ MODE_ALIASES = {"both": ("train", "infer"), "all": PARTS}
 
 #: Keys every case's record carries (tests check them).
 KEYS = ("impl", "layer", "platform", "device_kind", "num_devices", "devices_used",
-        "in_channels", "width", "size", "scale", "batch", "dtype", "mode", "params", "samples_per_s",
+        "in_channels", "width", "size", "scale", "batch", "dtype", "mode", "params",
+        "samples_per_s",
         "steps_per_s", "best_samples_per_s", "timing", "compile_s", "train_flops_per_step",
         "train_gflops_per_s", "xla_flops_per_step", "analytic_over_xla", "xla_temp_bytes",
         "peak_gflops", "peak_source", "mfu", "xla_peak_bytes_per_device",
@@ -876,7 +877,8 @@ def accelerator_suite(out: str, config, *, cases: Sequence[Case] = ACCELERATOR_C
     case, nets = entry
     rec = bench_population(case, nets, batch=batch, epoch_pairs=epoch_pairs, seconds=timed,
                            rounds=rounds, peak=peak_of(case.dtype, slot))
-    return rec, f"{rec['samples_per_s']:.0f} samples/s over {nets} nets (MFU {_percent(rec['mfu'])})"
+    return rec, (f"{rec['samples_per_s']:.0f} samples/s over {nets} nets "
+                 f"(MFU {_percent(rec['mfu'])})")
 
   timed = case_seconds or TIMED_SHARE * CASES_SHARE * seconds / len(cases)
   records = _timed_entries(cases, t_start, CASES_SHARE * seconds, timed, case_entry, skipped,

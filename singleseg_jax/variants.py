@@ -284,7 +284,8 @@ class Snap(Variant):
     return (f"snap: {options.snap_segments} superpixels, hidden {options.snap_hidden}, "
             f"{options.snap_rounds} rounds, {options.snap_steps} updates of batch "
             f"{options.batch_size} per epoch, {options.num_samples} pairs"
-            + (f", regions of up to {options.snap_parts} parts" if options.snap_parts > 1 else ""))
+            + (f", regions of up to {options.snap_parts} parts"
+               if options.snap_parts > 1 else ""))
 
 
 @jax.jit

@@ -72,7 +72,8 @@ def test_an_answer_that_fills_each_clicked_hole_reaches_iou_1_in_the_known_click
   np.testing.assert_allclose(trace.iou, [(area - 3200) / area, (area - 1600) / area,
                                          (area - 400) / area, 1, 1, 1, 1])
   assert [c.mode for c in trace.clicks] == ["add"] * 3  # then nothing is left to click
-  assert [next(i for i, h in enumerate(holes) if h[c.row, c.col]) for c in trace.clicks] == [0, 1, 2]
+  hit = [next(i for i, h in enumerate(holes) if h[c.row, c.col]) for c in trace.clicks]
+  assert hit == [0, 1, 2]
   assert trace.bf[3:] == [1.0] * 4
   assert C.noc(trace.iou, 0.85) == (1, True) and C.noc(trace.iou, 0.90) == (2, True)
   assert C.noc(trace.iou, 0.75) == (0, True)

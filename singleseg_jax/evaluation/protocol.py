@@ -6,8 +6,8 @@ resolution labels); `evaluate_image` simulates outlines from the ground truth fo
 `Setting` and scores each method's answer (IoU and boundary F, the 128 band ignored).
 Lengths (outline offsets and jitter, the boundary-F tolerance, GrabCut's band) are
 pixels of the 100x100 frame (`image.FRAME`), scaled by side / 100 on the run's
-`config.size` image and at full resolution, so a setting means the same at any size. `evaluation.dataset` documents the protocol
-in full.
+`config.size` image and at full resolution, so a setting means the same at any size.
+`evaluation.dataset` documents the protocol in full.
 """
 from __future__ import annotations
 
