@@ -40,6 +40,8 @@ flags.DEFINE_string("mode", "both", "What to time: train, infer, epoch, joined b
                     "both (train,infer) or all.")
 flags.DEFINE_enum("layer", "auto", list(LAYER_CHOICES), "How the layers are "
                   "differentiated (the config key `layer`).")
+flags.DEFINE_integer("microbatch", 0, "Samples per gradient chunk (the config's microbatch; "
+                     "0: auto, chunks of 10 on CPU, the whole batch elsewhere).")
 flags.DEFINE_integer("epoch_pairs", 750, "Training pairs of a timed epoch (the cat run's).")
 flags.DEFINE_bool("data_parallel", False, "Shard the batch over all local devices (mesh axis "
                   "'data'; params replicated) and run the same jitted train_step.")
@@ -68,8 +70,9 @@ flags.DEFINE_bool("layer_forms", False, "Time each stride-1 layer's forward + ba
                   "custom, Winograd F(2x2,3x3) and F(4x4,3x3) in paired rounds instead (one "
                   "JSON line per layer and form; --seconds per layer).")
 flags.DEFINE_list("compare_layers", None, "Time the train step with each of these layers in "
-                  "paired alternating rounds instead (e.g. custom,winograd): their ratios to "
-                  "the first.")
+                  "paired alternating rounds instead (e.g. custom,winograd, or "
+                  "winograd:50,winograd:10 with samples per gradient chunk): their ratios "
+                  "to the first.")
 flags.DEFINE_float("peak_seconds", 1.5, "Seconds of the peak matmul measurement (CPU).")
 
 
@@ -100,7 +103,7 @@ def main(argv):
     return
   speed.benchmark(FLAGS.in_channels, FLAGS.width, seconds=FLAGS.seconds, dtype=FLAGS.dtype,
                   mode=FLAGS.mode, layer=FLAGS.layer, size=FLAGS.size, scale=FLAGS.scale,
-                  data_parallel=FLAGS.data_parallel,
+                  microbatch=FLAGS.microbatch, data_parallel=FLAGS.data_parallel,
                   peer_python=FLAGS.peer_python, peer_script=FLAGS.peer_script,
                   sweep_batches=FLAGS.sweep_batches if FLAGS.sweep else None,
                   sweep_widths=FLAGS.sweep_widths, out=FLAGS.out, malloc_tune=cli.malloc_tuned(),

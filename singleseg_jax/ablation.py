@@ -33,7 +33,7 @@ from singleseg_jax.fit import (fit, fit_seeds, global_array, init_state,
 from singleseg_jax.paper.model import count_params
 from singleseg_jax.progress import Progress
 from singleseg_jax.tables import fmt, markdown_table, mean_ci, read_csv
-from singleseg_jax.train import epoch_update
+from singleseg_jax.train import epoch_update, resolve_microbatch
 
 BASE_IN_CHANNELS = 256
 #: Columns of the across-images summary.csv (one row per image x width).
@@ -136,8 +136,11 @@ def epoch_seconds(keys, image, options, repeats: int = 3) -> dict:
   start, one_epoch = (global_array(mesh, PartitionSpec(), np.int32(n)) for n in (0, 1))
   states = [init_state(k, options) for k in keys]
   data = [options.variant_impl.fixed_data(k, image, options)[0] for k in keys]
+  microbatch = resolve_microbatch(options.microbatch, options.batch_size,
+                                layer=options.layer)
   one = jax.jit(lambda st, d, k: epoch_update(st, d, k, batch_size=options.batch_size,
-                                              image=jnp.asarray(image, jnp.float32)))
+                                              image=jnp.asarray(image, jnp.float32),
+                                              microbatch=microbatch))
 
   def time_vmap():  # the states are donated: carry the new ones on
     pop[0], pop[1], metrics = fns.block(pop[0], train, val, kd, im, pop[1], start, one_epoch)

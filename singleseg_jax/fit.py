@@ -43,7 +43,8 @@ from singleseg_jax.errors import InputError
 from singleseg_jax.paper.data import num_train
 from singleseg_jax.paper.layers import check_layer
 from singleseg_jax.paper.model import DTYPES, layer_widths
-from singleseg_jax.train import Plateau, PlateauState, TrainState, make_optimizer, num_batches
+from singleseg_jax.train import (Plateau, PlateauState, TrainState, make_optimizer, num_batches,
+                                 resolve_microbatch)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +57,7 @@ class FitOptions:
   num_samples: int = 1000
   train_fraction: float = 0.75
   batch_size: int = 50
+  microbatch: int = 0        # samples per gradient chunk; 0: auto (train.resolve_microbatch)
   num_epochs: int = 500
   learning_rate: float = 1e-3
   l2: float = 1e-4
@@ -105,6 +107,7 @@ class FitOptions:
     # Variants that batch a fixed training set need a batch that fits in it.
     num_batches(n_train if self.variant_impl.fixed_train_set else self.batch_size,
                 self.batch_size)
+    resolve_microbatch(self.microbatch, self.batch_size)  # validates it
     make_optimizer(self.learning_rate, self.l2)  # validates both
     Plateau(self.patience, self.rel_tol)  # validates both
 

@@ -47,7 +47,8 @@ from singleseg_jax.paper.layers import uses_custom_vjp, uses_winograd
 from singleseg_jax.paper.model import (DTYPES, LAYERS, PAPER_SCALE, PAPER_SIZE, Upsampler,
                                        flops_per_sample, layer_sides, layer_widths)
 from singleseg_jax.progress import Progress
-from singleseg_jax.train import TrainState, make_optimizer, num_batches, train_epoch, train_step
+from singleseg_jax.train import (TrainState, make_optimizer, num_batches, resolve_microbatch,
+                                 train_epoch, train_step)
 
 #: Dense peak TFLOP/s per chip by `device_kind` (a case-insensitive whole-word match; the
 #: first row that matches wins, so "H100 PCIe" comes before "H100" and "TPU v5 lite"
@@ -271,7 +272,8 @@ MODE_ALIASES = {"both": ("train", "infer"), "all": PARTS}
 
 #: Keys every case's record carries (tests check them).
 KEYS = ("impl", "layer", "platform", "device_kind", "num_devices", "devices_used",
-        "in_channels", "width", "size", "scale", "batch", "dtype", "mode", "params",
+        "in_channels", "width", "size", "scale", "batch", "microbatch", "dtype", "mode",
+        "params",
         "samples_per_s",
         "steps_per_s", "best_samples_per_s", "timing", "compile_s", "train_flops_per_step",
         "train_gflops_per_s", "xla_flops_per_step", "analytic_over_xla", "xla_temp_bytes",
@@ -381,20 +383,22 @@ def bench_case(in_channels: int, width: float, batch: int, *, dtype: str = "floa
                data_parallel: bool = False, layer: str = "custom", peak: Peak | None = None,
                epoch_pairs: int = 750, peer_python: str | None = None,
                peer_script: str | None = None, malloc_tune: bool = False,
-               size: int = PAPER_SIZE, scale: float = PAPER_SCALE) -> dict:
+               size: int = PAPER_SIZE, scale: float = PAPER_SCALE, microbatch: int = 0) -> dict:
   """Times one configuration; returns the record that is printed as one JSON line.
 
   `mode` names the parts timed (`parse_mode`); each gets `seconds` (the forward pass
   half of it) in `rounds` rounds. The epoch part runs `train.train_epoch` over
   `epoch_pairs` random pairs, as training does. `size` and `scale` choose the net
-  (`model.layer_table`; the seed's 100 and 0.1 by default).
-  With `data_parallel`, FLOPs, rates and the peak count every device used: XLA's cost
+  (`model.layer_table`; the seed's 100 and 0.1 by default); `microbatch` the samples
+  per gradient chunk (0: `train.resolve_microbatch`'s choice for the backend, as
+  training makes it). With `data_parallel`, FLOPs, rates and the peak count every device used: XLA's cost
   analysis of a sharded program is per shard, so it is multiplied by the devices, and
   MFU is measured against the peak of all of them.
   """
   parts = parse_mode(mode)
   steps = num_batches(epoch_pairs, batch) if "epoch" in parts else None
   dev = jax.devices()[0]
+  microbatch = resolve_microbatch(microbatch, batch, dev.platform, layer)
   mesh = data_mesh() if data_parallel else None
   devices = mesh.shape["data"] if mesh is not None else 1
   state = make_state(in_channels, width, dtype=dtype, layer=layer, size=size, scale=scale)
@@ -412,7 +416,7 @@ def bench_case(in_channels: int, width: float, batch: int, *, dtype: str = "floa
       impl=impl_name(layer, dev.platform), layer=layer,
       platform=dev.platform, device_kind=dev.device_kind, num_devices=jax.device_count(),
       devices_used=devices, in_channels=in_channels, width=width, size=size, scale=scale,
-      batch=batch, dtype=dtype,
+      batch=batch, microbatch=microbatch, dtype=dtype,
       mode=",".join(parts), params=params, train_flops_per_step=train_flops,
       timing=f"median of {rounds} rounds of {per_round:.3g} s after warm-up calls (fewer "
              "rounds, of one call, where a call takes longer); every call waited for",
@@ -436,7 +440,7 @@ def bench_case(in_channels: int, width: float, batch: int, *, dtype: str = "floa
   box = [state]  # the live state: every update donates the one before
   if "train" in parts:
     compiled, rec["compile_s"], rec["xla_flops_per_step"] = compile_counted(
-        train_step.lower(state, data), devices)
+        train_step.lower(state, data, microbatch=microbatch), devices)
     programs.append(compiled)
     if rec["xla_flops_per_step"]:
       rec["analytic_over_xla"] = train_flops / rec["xla_flops_per_step"]
@@ -512,7 +516,7 @@ def _time_epoch(box: list, rec: dict, pairs: int, *, seconds: float, rounds: int
   data = make_dataset(pairs, rec["in_channels"], size=rec["size"], scale=rec["scale"])
   key = jax.random.PRNGKey(3)
   compiled, rec["epoch_compile_s"], _ = compile_counted(
-      train_epoch.lower(box[0], data, key, batch_size=batch), 1)
+      train_epoch.lower(box[0], data, key, batch_size=batch, microbatch=rec["microbatch"]), 1)
 
   def epoch():
     box[0], metrics = compiled(box[0], data, key)
@@ -633,6 +637,7 @@ def benchmark(in_channels: int, width: float, batch: int, *, seconds: float = 6.
   if peer_python and not peer_script:
     raise InputError("--peer_python needs --peer_script (the torch peer's path)")
   layer_sides(size, scale)  # validates the pair
+  resolve_microbatch(kw.get("microbatch", 0), batch)  # validates it
   if peer_python and (size, scale) != (PAPER_SIZE, PAPER_SCALE):
     raise InputError(f"the torch peer builds the seed's net only: --size={PAPER_SIZE} "
                      f"--scale={PAPER_SCALE:g}")
@@ -716,20 +721,33 @@ def time_layer_forms(in_channels: int = 256, width: float = 1.0, batch: int = 50
   return records
 
 
-def compare_layers(layers_: Sequence[str], in_channels: int = 256, width: float = 1.0,
+def parse_step(spec: str, batch: int) -> tuple[str, int]:
+  """(layer, microbatch) of a `compare_layers` spec "layer" or "layer:microbatch" (the
+  samples per gradient chunk; without it, or 0, the backend's choice)."""
+  layer, _, chunk = spec.partition(":")
+  try:
+    microbatch = int(chunk) if chunk else 0
+  except ValueError:
+    raise InputError(f"a step is layer or layer:microbatch (e.g. winograd:10), got "
+                     f"{spec!r}") from None
+  return layers.check_layer(layer), resolve_microbatch(microbatch, batch, layer=layer)
+
+
+def compare_layers(specs: Sequence[str], in_channels: int = 256, width: float = 1.0,
                    batch: int = 50, *, seconds: float = 48.0, rounds: int = 16) -> dict:
-  """The train step with each of `layers_` (LAYER_CHOICES), in paired alternating rounds
-  in this one process: samples/s per round, and the median and quartiles over rounds of
-  each layer's rate over the first's."""
-  if len(layers_) < 2 or not seconds > 0 or rounds < 1:
-    raise InputError("compare two or more layers, with --seconds > 0 and --rounds >= 1")
-  for layer in layers_:
-    layers.check_layer(layer)
+  """The train step as each of `specs` ("layer" or "layer:microbatch", `parse_step`) runs
+  it, in paired alternating rounds in this one process: samples/s per round, and the
+  median and quartiles over rounds of each one's rate over the first's."""
+  layers_ = list(dict.fromkeys(specs))
+  if len(layers_) < 2 or len(layers_) < len(specs) or not seconds > 0 or rounds < 1:
+    raise InputError("compare two or more different steps, with --seconds > 0 and "
+                     "--rounds >= 1")
+  parsed = {spec: parse_step(spec, batch) for spec in layers_}
   data = make_batch(batch, in_channels)
   steps = {}
-  for layer in layers_:
-    box = [make_state(in_channels, width, layer=layer)]
-    compiled = train_step.lower(box[0], data).compile()
+  for layer, (name, microbatch) in parsed.items():
+    box = [make_state(in_channels, width, layer=name)]
+    compiled = train_step.lower(box[0], data, microbatch=microbatch).compile()
 
     def step(compiled=compiled, box=box):
       box[0], metrics = compiled(box[0], data)
@@ -743,6 +761,7 @@ def compare_layers(layers_: Sequence[str], in_channels: int = 256, width: float 
       t = time_calls(step, seconds=seconds / rounds / len(layers_), rounds=1, warmup=0)
       rates[layer].append(t.median * batch)
   rec = {"in_channels": in_channels, "width": width, "batch": batch, "rounds": rounds,
+         "microbatch": {spec: m for spec, (_, m) in parsed.items()},
          "rounds_samples_per_s": rates, "loadavg": os.getloadavg()[0]}
   base = rates[layers_[0]]
   for layer in layers_[1:]:

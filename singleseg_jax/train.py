@@ -19,6 +19,7 @@ import optax
 from flax import nnx
 
 from singleseg_jax.paper.data import Dataset
+from singleseg_jax.paper.layers import uses_winograd
 from singleseg_jax.errors import InputError
 
 
@@ -71,6 +72,13 @@ def mse(pred, target):
   return jnp.mean(err * err)
 
 
+def _apply(state: TrainState, loss, metrics: dict, grads) -> tuple[TrainState, dict]:
+  updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  new = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+  return new, {"loss": loss, **metrics, "grad_norm": optax.tree.norm(grads)}
+
+
 def gradient_step(state: TrainState, loss_fn) -> tuple[TrainState, dict]:
   """One optimiser update; `loss_fn(model) -> (loss, metrics)`. Returns (state, metrics).
 
@@ -82,10 +90,64 @@ def gradient_step(state: TrainState, loss_fn) -> tuple[TrainState, dict]:
     return loss_fn(nnx.merge(state.graphdef, params))
 
   (loss, metrics), grads = jax.value_and_grad(of_params, has_aux=True)(state.params)
-  updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
-  new = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
-  return new, {"loss": loss, **metrics, "grad_norm": optax.tree.norm(grads)}
+  return _apply(state, loss, metrics, grads)
+
+
+#: Samples per gradient chunk that `microbatch=0` picks on CPU (`resolve_microbatch`).
+#: On CPU a whole batch's activations and tap matrices overflow the cache, and every
+#: memory-bound pass (tap gathers, ReLU masks, bias sums) runs from RAM; in chunks of 10
+#: they stay in cache. Measured in docs/speed.md, for the cat and the car net.
+CPU_MICROBATCH = 10
+#: The smallest chunk auto picks: below it, per-chunk overheads and thin GEMMs win.
+MIN_MICROBATCH = 5
+
+
+def resolve_microbatch(microbatch: int, batch_size: int, platform: str | None = None,
+                       layer: str = "custom") -> int:
+  """Samples per gradient chunk for a `batch_size` step: `microbatch` itself if it is a
+  divisor of the batch; for 0 ("auto"), on CPU the largest divisor of the batch up to
+  CPU_MICROBATCH (the whole batch if that is below MIN_MICROBATCH). Auto keeps the
+  whole batch on other backends (`platform`, default JAX's), which large batches keep
+  busy, and for `layer="winograd"`, whose F(4x4) GEMMs need the whole batch's tiles
+  (measured slower in chunks, docs/speed.md)."""
+  if not isinstance(microbatch, int) or isinstance(microbatch, bool) or microbatch < 0:
+    raise InputError(f"microbatch must be an integer >= 0 (0: auto), got {microbatch!r}")
+  if microbatch:
+    if batch_size % microbatch:
+      raise InputError(f"microbatch {microbatch} does not divide batch_size {batch_size}")
+    return microbatch
+  if (platform or jax.default_backend()) != "cpu" or uses_winograd(layer):
+    return batch_size
+  chunk = max(d for d in range(1, min(batch_size, CPU_MICROBATCH) + 1) if batch_size % d == 0)
+  return chunk if chunk >= MIN_MICROBATCH else batch_size
+
+
+def batch_value_and_grad(loss_fn, params, batch: dict, microbatch: int | None = None):
+  """((loss, metrics), grads) of `loss_fn(params, batch)`, a mean over the batch's samples
+  (every array of `batch` is per sample), computed whole or, with `microbatch` < the
+  batch, as the mean over equal chunks of `microbatch` samples in a scan: the same
+  gradient up to float rounding, with a working set that fits in a CPU's cache.
+
+  Chunk j holds samples j, j + k, j + 2k, ... (k chunks), so a batch sharded over
+  devices in contiguous blocks gives every device an equal share of every chunk.
+  """
+  size = jax.tree.leaves(batch)[0].shape[0]
+  value_and_grad = jax.value_and_grad(loss_fn, has_aux=True)
+  if not microbatch or microbatch >= size:
+    return value_and_grad(params, batch)
+  if size % microbatch:
+    raise InputError(f"microbatch {microbatch} does not divide the batch of {size}")
+  k = size // microbatch
+  chunks = jax.tree.map(lambda a: jnp.swapaxes(a.reshape(microbatch, k, *a.shape[1:]), 0, 1),
+                        batch)
+  total = jax.tree.map(jnp.zeros_like, jax.eval_shape(value_and_grad, params,
+                                                      jax.tree.map(lambda a: a[0], chunks)))
+
+  def body(total, chunk):
+    return jax.tree.map(jnp.add, total, value_and_grad(params, chunk)), None
+
+  total, _ = jax.lax.scan(body, total, chunks)
+  return jax.tree.map(lambda t: t / k, total)
 
 
 def apply_model(model: nnx.Module, inputs, image=None):
@@ -98,24 +160,30 @@ def apply_model(model: nnx.Module, inputs, image=None):
   return model(inputs, image)
 
 
-def regression_loss(batch: dict):
-  """`loss_fn` of the paper's net on {'inputs': (B,h,w,C), 'targets': (B,H,W,3)} and,
-  for nets that take it, 'image' (`apply_model`)."""
+def regression_loss(graphdef, image=None):
+  """`loss_fn(params, batch) -> (loss, metrics)` of the paper's net on
+  {'inputs': (B,h,w,C), 'targets': (B,H,W,3)}; `image` (the fitted image) for nets that
+  take it (`apply_model`)."""
 
-  def loss_fn(model):
-    pred = apply_model(model, batch["inputs"], batch.get("image"))
+  def loss_fn(params, batch):
+    pred = apply_model(nnx.merge(graphdef, params), batch["inputs"], image)
     return matlab_loss(pred, batch["targets"]), {"mse": mse(pred, batch["targets"])}
 
   return loss_fn
 
 
-def _train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
-  return gradient_step(state, regression_loss(batch))
+def _train_step(state: TrainState, batch: dict,
+                microbatch: int | None = None) -> tuple[TrainState, dict]:
+  per_sample = {k: batch[k] for k in ("inputs", "targets")}
+  loss_fn = regression_loss(state.graphdef, batch.get("image"))
+  (loss, metrics), grads = batch_value_and_grad(loss_fn, state.params, per_sample, microbatch)
+  return _apply(state, loss, metrics, grads)
 
 
-#: One Adam update of the paper's net on a batch, jitted (the state is donated: do not
-#: reuse the argument).
-train_step = jax.jit(_train_step, donate_argnums=0)
+#: One Adam update of the paper's net on a batch ({'inputs', 'targets'} and, for nets
+#: that take it, 'image'), jitted; `microbatch` as for `batch_value_and_grad` (the state
+#: is donated: do not reuse the argument).
+train_step = jax.jit(_train_step, donate_argnums=0, static_argnames=("microbatch",))
 
 
 def num_batches(num_samples: int, batch_size: int) -> int:
@@ -128,11 +196,13 @@ def num_batches(num_samples: int, batch_size: int) -> int:
 
 
 def epoch_update(state: TrainState, data: Dataset, key: jax.Array, *,
-                 batch_size: int, image=None) -> tuple[TrainState, dict]:
+                 batch_size: int, image=None,
+                 microbatch: int | None = None) -> tuple[TrainState, dict]:
   """One shuffled pass over `data` (full batches), as a scan of `train_step`.
 
-  `image` is the fitted image, for nets that take it (`apply_model`). Returns the new
-  state and the mean of each metric over the epoch's updates.
+  `image` is the fitted image, for nets that take it (`apply_model`); `microbatch` as
+  for `batch_value_and_grad`. Returns the new state and the mean of each metric over
+  the epoch's updates.
   """
   n = num_batches(data.inputs.shape[0], batch_size)
   order = jax.random.permutation(key, data.inputs.shape[0])[: n * batch_size]
@@ -140,7 +210,7 @@ def epoch_update(state: TrainState, data: Dataset, key: jax.Array, *,
 
   def body(state, idx):
     batch = {"inputs": data.inputs[idx], "targets": data.targets[idx], "image": image}
-    return _train_step(state, batch)
+    return _train_step(state, batch, microbatch)
 
   state, metrics = jax.lax.scan(body, state, order)
   return state, jax.tree.map(jnp.mean, metrics)
@@ -148,7 +218,8 @@ def epoch_update(state: TrainState, data: Dataset, key: jax.Array, *,
 
 #: `epoch_update`, jitted (the state is donated). vmap `epoch_update` itself to train
 #: several nets at once (`fit.population_functions`).
-train_epoch = jax.jit(epoch_update, static_argnames=("batch_size",), donate_argnums=0)
+train_epoch = jax.jit(epoch_update, static_argnames=("batch_size", "microbatch"),
+                      donate_argnums=0)
 
 
 def evaluate_loss(state: TrainState, data: Dataset, *, batch_size: int = 50,

@@ -39,7 +39,7 @@ from singleseg_jax.paper.model import DTYPES, Upsampler, layer_sides, layer_tabl
 from singleseg_jax.snap import net as snap_net
 from singleseg_jax.snap import regions
 from singleseg_jax.train import (TrainState, apply_model, epoch_update, evaluate_loss,
-                                 make_optimizer, num_batches)
+                                 make_optimizer, num_batches, resolve_microbatch)
 
 
 class Segmentation(NamedTuple):
@@ -153,6 +153,8 @@ class Paper(Variant):
   def epoch_functions(self, options) -> tuple[Callable, Callable]:
     """(run_epoch, run_val) for `options`, the same objects for equal options, so a
     jitted loop over them compiles once for every fit of one shape."""
+    microbatch = resolve_microbatch(options.microbatch, options.batch_size,
+                                    layer=options.layer)
 
     def run_epoch(ts, data, epoch):
       pairs = data["train"]
@@ -161,7 +163,8 @@ class Paper(Variant):
                                       pairs.inputs.shape[0], options.in_channels,
                                       options.scale)
       return epoch_update(ts, pairs, shuffle_key(data["key"], epoch),
-                          batch_size=options.batch_size, image=data["image"])
+                          batch_size=options.batch_size, image=data["image"],
+                          microbatch=microbatch)
 
     def run_val(ts, data):
       return evaluate_loss(ts, data["val"], batch_size=options.batch_size,

@@ -93,6 +93,7 @@ def test_main_bad_inputs(tmp_path, files, run_dir):
       ([RUNLOCAL, "--config.num_epochs=abc"], "num_epochs"),
       ([RUNLOCAL, "--config.batch_size=1000"], "larger than the 30 training pairs"),
       ([RUNLOCAL, "--config.batch_size=0"], "batch_size"),
+      ([RUNLOCAL, "--config.microbatch=3"], "microbatch 3 does not divide batch_size 10"),
       ([RUNLOCAL, "--config.width=0"], "width"),
       ([RUNLOCAL, "--config.in_channels=0"], "in_channels"),
       ([RUNLOCAL, "--config.learning_rate=-1"], "learning_rate"),

@@ -104,7 +104,7 @@ def _params_of(state):
   return [np.asarray(p) for p in jax.tree.leaves(state.params)]
 
 
-def test_data_parallel_step_equals_single_device_step():
+def test_data_parallel_chunked_step_equals_single_device_step():
   if jax.local_device_count() < 2:
     pytest.skip("needs 2 devices (tests/conftest.py forces 2 CPU devices)")
   batch = bm.make_batch(4, TINY["in_channels"])
@@ -113,7 +113,8 @@ def test_data_parallel_step_equals_single_device_step():
   state, sharded_batch = bm.shard_for_data_parallel(bm.make_state(**TINY),
                                                            batch, mesh)
   assert sharded_batch["inputs"].sharding.spec == jax.sharding.PartitionSpec("data")
-  parallel, m2 = ss.train_step(state, sharded_batch)
+  # In two chunks of 2 samples (0, 2 and 1, 3: one from each device's block).
+  parallel, m2 = ss.train_step(state, sharded_batch, microbatch=2)
   assert len(parallel.params["layers"][0]["kernel"][...].sharding.device_set) == 2
   np.testing.assert_allclose(float(m1["loss"]), float(m2["loss"]), rtol=1e-5)
   for a, b in zip(_params_of(single), _params_of(parallel)):
@@ -188,8 +189,12 @@ def test_the_benchmark_follows_the_size(capsys):
     (dict(suite="accelerator", suite_cases=["8:0.125:fast:float32"]), "layer must be one of"),
     (dict(suite="accelerator", suite_population_sizes=["0"]), "must be positive"),
     (dict(suite="accelerator", suite_seconds=0.0), "must be > 0"),
-    (dict(compare_layers=["custom"]), "compare two or more layers"),
+    (dict(compare_layers=["custom"]), "compare two or more different steps"),
+    (dict(compare_layers=["custom", "custom"]), "compare two or more different steps"),
     (dict(compare_layers=["custom", "fast"]), "layer must be one of"),
+    (dict(compare_layers=["custom", "custom:x"]), "layer or layer:microbatch"),
+    (dict(compare_layers=["custom", "custom:3"]), "microbatch 3 does not divide"),
+    (dict(microbatch=3), "microbatch 3 does not divide"),
     (dict(layer_forms=True, seconds=0.0), "must be > 0"),
 ])
 def test_bad_flag_values_are_input_errors(overrides, message):
@@ -198,14 +203,15 @@ def test_bad_flag_values_are_input_errors(overrides, message):
 
 
 def test_compare_layers_pairs_the_rounds(capsys):
-  _run_main(compare_layers=["custom", "stock"], rounds=3, seconds=0.3)
+  _run_main(compare_layers=["custom", "stock:2"], rounds=3, seconds=0.3)
   rec = json.loads(capsys.readouterr().out.strip())
   rates = rec["rounds_samples_per_s"]
-  assert [len(rates[k]) for k in ("custom", "stock")] == [3, 3]
-  ratios = sorted(s / c for s, c in zip(rates["stock"], rates["custom"]))
-  assert rec["stock_over_custom"] == pytest.approx(ratios[1])  # the median of 3
-  low, high = rec["stock_over_custom_quartiles"]
-  assert low <= rec["stock_over_custom"] <= high
+  assert [len(rates[k]) for k in ("custom", "stock:2")] == [3, 3]
+  assert rec["microbatch"] == {"custom": 4, "stock:2": 2}  # auto: 4 has no divisor in 5..10
+  ratios = sorted(s / c for s, c in zip(rates["stock:2"], rates["custom"]))
+  assert rec["stock:2_over_custom"] == pytest.approx(ratios[1])  # the median of 3
+  low, high = rec["stock:2_over_custom_quartiles"]
+  assert low <= rec["stock:2_over_custom"] <= high
 
 
 def test_sweep_writes_csv_and_png(tmp_path, capsys):

@@ -6,7 +6,7 @@ from flax import nnx
 
 from singleseg_jax import (InputError, Plateau, TrainState, Upsampler, evaluate, make_dataset,
                            make_optimizer, prepare_image, train_epoch, train_step)
-from singleseg_jax.train import matlab_loss
+from singleseg_jax.train import matlab_loss, resolve_microbatch
 
 
 def _state(in_channels=16, width=0.125, seed=0, lr=1e-3):
@@ -52,16 +52,33 @@ def test_loss_falls_on_one_image(photo):
   assert np.mean(losses[-5:]) < 0.6 * np.mean(losses[:5])
 
 
-def test_epoch_scan_equals_step_loop(photo):
+def test_epoch_scan_in_chunks_equals_whole_batch_step_loop(photo):
+  # The epoch's scan, each update's gradient the mean of two chunks of 5 samples, against
+  # a loop of whole-batch steps: the same updates up to float rounding.
   train, _ = make_dataset(jax.random.key(0), prepare_image(photo).image, 40, 8)
   s1 = _state(8)
-  s1, _ = train_epoch(s1, train, jax.random.key(3), batch_size=10)
+  s1, m1 = train_epoch(s1, train, jax.random.key(3), batch_size=10, microbatch=5)
   s2 = _state(8)
   order = np.asarray(jax.random.permutation(jax.random.key(3), 30))[:30].reshape(3, 10)
+  losses = []
   for idx in order:
-    s2, _ = train_step(s2, {"inputs": train.inputs[idx], "targets": train.targets[idx]})
+    s2, m = train_step(s2, {"inputs": train.inputs[idx], "targets": train.targets[idx]})
+    losses.append(float(m["loss"]))
+  assert float(m1["loss"]) == pytest.approx(np.mean(losses), rel=1e-5)
   for a, b in zip(jax.tree.leaves(s1.params), jax.tree.leaves(s2.params)):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+
+
+def test_microbatch_choice():
+  # auto (0): on CPU the largest divisor up to 10, if at least 5; the whole batch on
+  # accelerators, and for batches with no such divisor.
+  assert [resolve_microbatch(0, b, "cpu") for b in (50, 16, 25, 10, 13, 22, 3)] == \
+      [10, 8, 5, 10, 13, 22, 3]
+  assert resolve_microbatch(0, 50, "gpu") == 50 and resolve_microbatch(25, 50, "gpu") == 25
+  assert resolve_microbatch(0, 50, "cpu", "winograd") == 50
+  for bad in (7, -1, 2.5, True):
+    with pytest.raises(InputError, match="microbatch"):
+      resolve_microbatch(bad, 50, "cpu")
 
 
 def test_batch_size_errors(photo):

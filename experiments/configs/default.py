@@ -52,6 +52,12 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.train_fraction = 0.75
   config.fresh_data = False     # True: new masks and noise for training every epoch
   config.batch_size = 50
+  # Samples per gradient chunk of the paper and encdec nets (snap's small graph net
+  # ignores it): a step's gradient is the mean over chunks of this many samples, one
+  # after the other, the same update up to float rounding. 0 is auto: chunks of 10 on
+  # CPU, where a chunk's working set stays in cache (train.resolve_microbatch); the
+  # whole batch on accelerators and with layer "winograd".
+  config.microbatch = 0
   config.num_epochs = 500
   config.learning_rate = 1e-3
   config.l2 = 1e-4
