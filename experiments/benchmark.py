@@ -66,6 +66,9 @@ config_flags.DEFINE_config_file(
 flags.DEFINE_string("out", "runs/benchmark", "Folder for the sweep's or the suite's files.")
 flags.DEFINE_bool("malloc_tune", False, "Re-exec once with glibc MALLOC_* settings that keep "
                   "freed memory (see the module docstring).")
+flags.DEFINE_bool("peer_malloc_tune", False, "Run the torch peer with those glibc settings "
+                  "whether or not this process has them (each side at its best: they speed "
+                  "the peer up and, with microbatches, slow ours down).")
 flags.DEFINE_bool("layer_forms", False, "Time each stride-1 layer's forward + backward as "
                   "custom, Winograd F(2x2,3x3) and F(4x4,3x3) in paired rounds instead (one "
                   "JSON line per layer and form; --seconds per layer).")
@@ -103,7 +106,8 @@ def main(argv):
     return
   speed.benchmark(FLAGS.in_channels, FLAGS.width, seconds=FLAGS.seconds, dtype=FLAGS.dtype,
                   mode=FLAGS.mode, layer=FLAGS.layer, size=FLAGS.size, scale=FLAGS.scale,
-                  microbatch=FLAGS.microbatch, data_parallel=FLAGS.data_parallel,
+                  microbatch=FLAGS.microbatch,
+                  peer_env=cli.malloc_env() if FLAGS.peer_malloc_tune else None, data_parallel=FLAGS.data_parallel,
                   peer_python=FLAGS.peer_python, peer_script=FLAGS.peer_script,
                   sweep_batches=FLAGS.sweep_batches if FLAGS.sweep else None,
                   sweep_widths=FLAGS.sweep_widths, out=FLAGS.out, malloc_tune=cli.malloc_tuned(),

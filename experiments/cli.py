@@ -145,12 +145,20 @@ def malloc_tuned() -> bool:
   return os.environ.get(_TUNED_MARK) == "1"
 
 
+def malloc_env() -> dict[str, str]:
+  """This process's environment with MALLOC_ENV and MALLOC_TUNABLES added."""
+  env = dict(os.environ, **MALLOC_ENV)
+  tunables = [t for t in os.environ.get("GLIBC_TUNABLES", "").split(":") if t]
+  if MALLOC_TUNABLES not in tunables:
+    tunables.append(MALLOC_TUNABLES)
+  env["GLIBC_TUNABLES"] = ":".join(tunables)
+  return env
+
+
 def reexec_with_malloc_env() -> None:
   """Replaces this process by the same command with MALLOC_ENV set (once); call it
   before anything starts JAX's backend threads (`jax.devices()`)."""
-  env = dict(os.environ, **MALLOC_ENV, **{_TUNED_MARK: "1"})
-  tunables = [t for t in os.environ.get("GLIBC_TUNABLES", "").split(":") if t]
-  env["GLIBC_TUNABLES"] = ":".join(tunables + [MALLOC_TUNABLES])
+  env = dict(malloc_env(), **{_TUNED_MARK: "1"})
   argv = list(getattr(sys, "orig_argv", [sys.executable] + sys.argv))
   sys.stdout.flush()
   sys.stderr.flush()

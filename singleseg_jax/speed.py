@@ -282,7 +282,8 @@ KEYS = ("impl", "layer", "platform", "device_kind", "num_devices", "devices_used
         "minor_faults_per_step", "infer_samples_per_s", "infer_compile_s",
         "infer_gflops_per_s", "infer_mfu", "infer_xla_flops", "infer_analytic_over_xla",
         "epoch_pairs", "epoch_steps", "epoch_s", "epoch_samples_per_s", "epoch_compile_s",
-        "epoch_gflops_per_s", "epoch_mfu", "epoch_note", "malloc_tune", "loadavg")
+        "epoch_gflops_per_s", "epoch_mfu", "epoch_note", "malloc_tune", "peer_env",
+        "loadavg")
 
 
 def parse_mode(mode: str) -> tuple[str, ...]:
@@ -360,11 +361,12 @@ def _minor_faults() -> int:
 
 
 def run_peer(python: str, script: str, in_channels: int, width: float, batch: int,
-             seconds: float) -> dict:
-  """One run of the torch peer (its own process); returns its JSON line as a dict."""
+             seconds: float, env: dict[str, str] | None = None) -> dict:
+  """One run of the torch peer (its own process, with `env`, default this process's
+  environment); returns its JSON line as a dict."""
   cmd = [python, script, "--in_channels", str(in_channels), "--width", str(width),
          "--batch", str(batch), "--seconds", str(seconds)]
-  out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+  out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
   return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -383,7 +385,8 @@ def bench_case(in_channels: int, width: float, batch: int, *, dtype: str = "floa
                data_parallel: bool = False, layer: str = "custom", peak: Peak | None = None,
                epoch_pairs: int = 750, peer_python: str | None = None,
                peer_script: str | None = None, malloc_tune: bool = False,
-               size: int = PAPER_SIZE, scale: float = PAPER_SCALE, microbatch: int = 0) -> dict:
+               size: int = PAPER_SIZE, scale: float = PAPER_SCALE, microbatch: int = 0,
+               peer_env: dict[str, str] | None = None) -> dict:
   """Times one configuration; returns the record that is printed as one JSON line.
 
   `mode` names the parts timed (`parse_mode`); each gets `seconds` (the forward pass
@@ -391,7 +394,8 @@ def bench_case(in_channels: int, width: float, batch: int, *, dtype: str = "floa
   `epoch_pairs` random pairs, as training does. `size` and `scale` choose the net
   (`model.layer_table`; the seed's 100 and 0.1 by default); `microbatch` the samples
   per gradient chunk (0: `train.resolve_microbatch`'s choice for the backend, as
-  training makes it). With `data_parallel`, FLOPs, rates and the peak count every device used: XLA's cost
+  training makes it); `peer_env` the peer's environment (default this process's). With
+  `data_parallel`, FLOPs, rates and the peak count every device used: XLA's cost
   analysis of a sharded program is per shard, so it is multiplied by the devices, and
   MFU is measured against the peak of all of them.
   """
@@ -422,7 +426,10 @@ def bench_case(in_channels: int, width: float, batch: int, *, dtype: str = "floa
              "rounds, of one call, where a call takes longer); every call waited for",
       peak_gflops=peak.gflops, peak_source=peak.source + (f", x {devices} devices"
                                                           if devices > 1 else ""),
-      malloc_tune=malloc_tune, loadavg=os.getloadavg()[0])
+      malloc_tune=malloc_tune, loadavg=os.getloadavg()[0],
+      # What the peer's environment sets beyond this process's (None: the same).
+      peer_env=None if peer_env is None else
+      {k: v for k, v in peer_env.items() if os.environ.get(k) != v})
   programs = []  # every compiled program, for the case's memory peak
 
   if "infer" in parts:
@@ -461,7 +468,8 @@ def bench_case(in_channels: int, width: float, batch: int, *, dtype: str = "floa
       calls += t.calls
       if peer_python:
         faults_before_peer = _minor_faults()
-        peer = run_peer(peer_python, peer_script, in_channels, width, batch, per_round)
+        peer = run_peer(peer_python, peer_script, in_channels, width, batch, per_round,
+                        peer_env)
         faults0 += _minor_faults() - faults_before_peer  # this process's, spawning the peer
         peer_rates.append(peer["samples_per_s"])
         ratios.append(t.median * batch / peer["samples_per_s"])

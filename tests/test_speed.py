@@ -12,6 +12,7 @@ element-wise ops weigh) and 1.03 (the paper's net), hence the 5% tolerance.
 import csv
 import json
 import os
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -297,3 +298,19 @@ def test_accelerator_suite_lists_a_failing_case_and_goes_on(tmp_path, photo_path
                                                       "nets failed"]
   assert result["cat_run"]["skipped"] == reason
   assert (tmp_path / "accelerator.md").read_text().count(reason) == 4
+
+
+def test_peer_rounds_alternate_and_get_the_tuned_env(tmp_path, capsys):
+  # A stand-in peer that reports a rate set by the environment it was given, so the
+  # record shows both that --peer_malloc_tune reached it and how ratios are formed.
+  peer = tmp_path / "peer.py"
+  peer.write_text("import json, os\n"
+                  "rate = 1000.0 if os.environ.get('MALLOC_ARENA_MAX') == '1' else 1.0\n"
+                  "print(json.dumps({'samples_per_s': rate}))\n")
+  _run_main(peer_python=sys.executable, peer_script=str(peer), peer_malloc_tune=True,
+            mode="train", rounds=2)
+  rec = json.loads(capsys.readouterr().out.strip())
+  assert rec["peer_env"]["MALLOC_ARENA_MAX"] == "1" and not rec["malloc_tune"]
+  assert rec["peer_rounds_samples_per_s"] == [1000.0, 1000.0]
+  ratios = sorted(r / 1000.0 for r in rec["rounds_samples_per_s"])
+  assert rec["ratio_vs_peer"] == pytest.approx(np.mean(ratios))  # the median of 2
