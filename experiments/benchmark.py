@@ -8,7 +8,8 @@ line; the timed rate is the median of --rounds rounds. Examples:
   python -m experiments.benchmark --peer_python=PY --peer_script=torch_peer.py --seconds 30
   python -m experiments.benchmark --sweep --out runs/bench --seconds 4
   python -m experiments.benchmark --suite=accelerator --out runs/acc   # README, Speed
-  python -m experiments.benchmark --layer_forms --seconds 12 --rounds 6  # Winograd per layer
+  python -m experiments.benchmark --layer_forms --seconds 12 --rounds 6  # per layer, Winograd
+  python -m experiments.benchmark --layer_forms --microbatch 10          # per layer, in chunks
   python -m experiments.benchmark --compare_layers=custom,winograd --seconds 96 --rounds 16
 
 --peer_python alternates each round of ours with a run of the torch peer (`ratio_vs_peer`:
@@ -69,9 +70,10 @@ flags.DEFINE_bool("malloc_tune", False, "Re-exec once with glibc MALLOC_* settin
 flags.DEFINE_bool("peer_malloc_tune", False, "Run the torch peer with those glibc settings "
                   "whether or not this process has them (each side at its best: they speed "
                   "the peer up and, with microbatches, slow ours down).")
-flags.DEFINE_bool("layer_forms", False, "Time each stride-1 layer's forward + backward as "
-                  "custom, Winograd F(2x2,3x3) and F(4x4,3x3) in paired rounds instead (one "
-                  "JSON line per layer and form; --seconds per layer).")
+flags.DEFINE_bool("layer_forms", False, "Time each layer's forward + backward instead, the "
+                  "stride-1 ones as custom, Winograd F(2x2,3x3) and F(4x4,3x3) in paired "
+                  "rounds (one JSON line per layer and form; --seconds per layer; calls of "
+                  "--microbatch samples, 0: the whole batch; ms per --batch).")
 flags.DEFINE_list("compare_layers", None, "Time the train step with each of these layers in "
                   "paired alternating rounds instead (e.g. custom,winograd, or "
                   "winograd:50,winograd:10 with samples per gradient chunk): their ratios "
@@ -93,7 +95,8 @@ def main(argv):
     return
   if FLAGS.layer_forms:
     for rec in speed.time_layer_forms(FLAGS.in_channels, FLAGS.width, FLAGS.batch,
-                                      seconds=FLAGS.seconds, rounds=FLAGS.rounds):
+                                      seconds=FLAGS.seconds, rounds=FLAGS.rounds,
+                                      microbatch=FLAGS.microbatch):
       print(json.dumps(rec), flush=True)
     return
   if FLAGS.suite:

@@ -682,48 +682,55 @@ def _layer_pass(stride: int, crop, activation: str, form: str, wrt_input: bool):
 
 def time_layer_forms(in_channels: int = 256, width: float = 1.0, batch: int = 50, *,
                      seconds: float = 4.0, rounds: int = 5,
-                     forms: Sequence[str] = LAYER_FORMS) -> list[dict]:
-  """Forward + backward time of each stride-1 layer of the net in each of `forms`.
+                     forms: Sequence[str] = LAYER_FORMS, microbatch: int = 0) -> list[dict]:
+  """Forward + backward time of each layer of the net: the stride-1 layers in each of
+  `forms`, the strided ones as the custom VJP (their only form).
 
-  The forms are timed in paired alternating rounds (round r of every form back to
-  back), so a load change on the machine hits them alike; `speedup` is the median over
-  rounds of custom's time over the form's. Layer 1 takes no input gradient, as in the
-  train step. GFLOP/s are by the analytic count, 3x the layer's forward (2x for layer
-  1): a form with fewer multiplications can exceed the matmul peak.
+  Each call takes `microbatch` samples (0: the whole `batch`), and `ms` is per `batch`
+  samples (the call's time x batch / microbatch), so runs at different chunk sizes
+  compare as the train step's chunks do (`train.batch_value_and_grad`). The forms are
+  timed in paired alternating rounds (round r of every form back to back), so a load
+  change on the machine hits them alike; `speedup` is the median over rounds of
+  custom's time over the form's. Layer 1 takes no input gradient, as in the train step.
+  GFLOP/s are by the analytic count, 3x the layer's forward (2x for layer 1): a form
+  with fewer multiplications can exceed the matmul peak.
   """
   if not seconds > 0 or rounds < 1:
     raise InputError("--seconds must be > 0 and --rounds >= 1")
+  chunk = microbatch or batch
+  if batch % chunk:  # explicit chunks only: the layers time as given, not auto
+    raise InputError(f"microbatch {chunk} does not divide batch_size {batch}")
   sides, widths = layer_sides(), layer_widths(width)
   records, cin = [], in_channels
   rng = np.random.default_rng(0)
   for i, ((_, stride, crop), cout) in enumerate(zip(LAYERS, widths)):
     side, c_in = sides[i], cin
     cin = cout
-    if stride != 1:
-      continue
-    x = jnp.asarray(rng.random((batch, side, side, c_in), np.float32))
+    layer_forms = list(forms) if stride == 1 else ["custom"]
+    x = jnp.asarray(rng.random((chunk, side, side, c_in), np.float32))
     k = jnp.asarray(rng.normal(0, 0.05, (3, 3, c_in, cout)).astype(np.float32))
     b = jnp.zeros((cout,), jnp.float32)
-    cot = jnp.asarray(rng.normal(size=(batch, sides[i + 1], sides[i + 1], cout))
+    cot = jnp.asarray(rng.normal(size=(chunk, sides[i + 1], sides[i + 1], cout))
                       .astype(np.float32))
     passes = 2 if i == 0 else 3
     flops = passes * 2 * batch * side * side * c_in * cout * 9
-    calls = {f: _layer_pass(stride, crop, "relu", f, i > 0) for f in forms}
-    for f in forms:  # compile and warm up
+    activation = "sigmoid" if i == len(LAYERS) - 1 else "relu"
+    calls = {f: _layer_pass(stride, crop, activation, f, i > 0) for f in layer_forms}
+    for f in layer_forms:  # compile and warm up
       for _ in range(2):
         jax.block_until_ready(calls[f](x, k, b, cot))
-    times = {f: [] for f in forms}
+    times = {f: [] for f in layer_forms}
     for _ in range(rounds):
-      for f in forms:
-        t = time_calls(lambda: calls[f](x, k, b, cot), seconds=seconds / rounds / len(forms),
-                       rounds=1, warmup=0)
-        times[f].append(1e3 / t.median)
-    for f in forms:
+      for f in layer_forms:
+        t = time_calls(lambda: calls[f](x, k, b, cot),
+                       seconds=seconds / rounds / len(layer_forms), rounds=1, warmup=0)
+        times[f].append(1e3 / t.median * batch / chunk)
+    for f in layer_forms:
       ms = statistics.median(times[f])
       records.append({
-          "layer": i + 1, "side": side, "in_channels": c_in, "out_channels": cout,
-          "batch": batch, "form": f, "ms": ms, "rounds_ms": times[f],
-          "gflops_per_s": flops / ms / 1e6,
+          "layer": i + 1, "stride": stride, "side": side, "in_channels": c_in,
+          "out_channels": cout, "batch": batch, "microbatch": chunk, "form": f, "ms": ms,
+          "rounds_ms": times[f], "gflops_per_s": flops / ms / 1e6,
           "speedup": statistics.median(c / t for c, t in zip(times["custom"], times[f]))
           if "custom" in times else None})
   return records

@@ -314,3 +314,16 @@ def test_peer_rounds_alternate_and_get_the_tuned_env(tmp_path, capsys):
   assert rec["peer_rounds_samples_per_s"] == [1000.0, 1000.0]
   ratios = sorted(r / 1000.0 for r in rec["rounds_samples_per_s"])
   assert rec["ratio_vs_peer"] == pytest.approx(np.mean(ratios))  # the median of 2
+
+
+def test_layer_forms_times_every_layer_in_chunks():
+  recs = bm.time_layer_forms(8, 0.125, 4, seconds=0.05, rounds=1, forms=("custom", "f4"),
+                             microbatch=2)
+  assert [(r["layer"], r["form"]) for r in recs] == [
+      (1, "custom"), (1, "f4"), (2, "custom"), (3, "custom"), (3, "f4"), (4, "custom"),
+      (5, "custom"), (5, "f4"), (6, "custom")]
+  assert all(r["batch"] == 4 and r["microbatch"] == 2 and r["ms"] > 0 for r in recs)
+  assert [r["stride"] for r in recs if r["form"] == "custom"] == [1, 2, 1, 2, 1, 2]
+  assert all(r["speedup"] == 1 for r in recs if r["form"] == "custom")
+  with pytest.raises(ss.InputError, match="microbatch 3 does not divide"):
+    bm.time_layer_forms(8, 0.125, 4, seconds=0.05, rounds=1, microbatch=3)
