@@ -42,7 +42,8 @@ flags.DEFINE_string("mode", "both", "What to time: train, infer, epoch, joined b
 flags.DEFINE_enum("layer", "auto", list(LAYER_CHOICES), "How the layers are "
                   "differentiated (the config key `layer`).")
 flags.DEFINE_integer("microbatch", 0, "Samples per gradient chunk (the config's microbatch; "
-                     "0: auto, chunks of 10 on CPU, the whole batch elsewhere).")
+                     "0: auto, chunks of 10 on CPU, the whole batch elsewhere; with --layer_forms, "
+                     "the whole batch).")
 flags.DEFINE_integer("epoch_pairs", 750, "Training pairs of a timed epoch (the cat run's).")
 flags.DEFINE_bool("data_parallel", False, "Shard the batch over all local devices (mesh axis "
                   "'data'; params replicated) and run the same jitted train_step.")
@@ -109,8 +110,8 @@ def main(argv):
     return
   speed.benchmark(FLAGS.in_channels, FLAGS.width, seconds=FLAGS.seconds, dtype=FLAGS.dtype,
                   mode=FLAGS.mode, layer=FLAGS.layer, size=FLAGS.size, scale=FLAGS.scale,
-                  microbatch=FLAGS.microbatch,
-                  peer_env=cli.malloc_env() if FLAGS.peer_malloc_tune else None, data_parallel=FLAGS.data_parallel,
+                  microbatch=FLAGS.microbatch, data_parallel=FLAGS.data_parallel,
+                  peer_env=cli.malloc_env() if FLAGS.peer_malloc_tune else None,
                   peer_python=FLAGS.peer_python, peer_script=FLAGS.peer_script,
                   sweep_batches=FLAGS.sweep_batches if FLAGS.sweep else None,
                   sweep_widths=FLAGS.sweep_widths, out=FLAGS.out, malloc_tune=cli.malloc_tuned(),

@@ -44,7 +44,7 @@ from singleseg_jax.paper.data import num_train
 from singleseg_jax.paper.layers import check_layer
 from singleseg_jax.paper.model import DTYPES, layer_widths
 from singleseg_jax.train import (Plateau, PlateauState, TrainState, make_optimizer, num_batches,
-                                 resolve_microbatch)
+                                 check_microbatch)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,7 +107,7 @@ class FitOptions:
     # Variants that batch a fixed training set need a batch that fits in it.
     num_batches(n_train if self.variant_impl.fixed_train_set else self.batch_size,
                 self.batch_size)
-    resolve_microbatch(self.microbatch, self.batch_size)  # validates it
+    check_microbatch(self.microbatch, self.batch_size)
     make_optimizer(self.learning_rate, self.l2)  # validates both
     Plateau(self.patience, self.rel_tol)  # validates both
 

@@ -102,6 +102,18 @@ CPU_MICROBATCH = 10
 MIN_MICROBATCH = 5
 
 
+def check_microbatch(microbatch: int, batch_size: int) -> int:
+  """`microbatch` itself if it is 0 (auto) or a divisor of `batch_size`; InputError
+  otherwise. Asks no backend, so validating a config starts none."""
+  if not isinstance(microbatch, int) or isinstance(microbatch, bool) or microbatch < 0:
+    raise InputError(f"microbatch must be an integer >= 0 (0: auto), got {microbatch!r}")
+  if not isinstance(batch_size, int) or batch_size < 1:
+    raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
+  if microbatch and batch_size % microbatch:
+    raise InputError(f"microbatch {microbatch} does not divide batch_size {batch_size}")
+  return microbatch
+
+
 def resolve_microbatch(microbatch: int, batch_size: int, platform: str | None = None,
                        layer: str = "custom") -> int:
   """Samples per gradient chunk for a `batch_size` step: `microbatch` itself if it is a
@@ -110,11 +122,7 @@ def resolve_microbatch(microbatch: int, batch_size: int, platform: str | None = 
   whole batch on other backends (`platform`, default JAX's), which large batches keep
   busy, and for `layer="winograd"`, whose F(4x4) GEMMs need the whole batch's tiles
   (measured slower in chunks, docs/speed.md)."""
-  if not isinstance(microbatch, int) or isinstance(microbatch, bool) or microbatch < 0:
-    raise InputError(f"microbatch must be an integer >= 0 (0: auto), got {microbatch!r}")
-  if microbatch:
-    if batch_size % microbatch:
-      raise InputError(f"microbatch {microbatch} does not divide batch_size {batch_size}")
+  if check_microbatch(microbatch, batch_size):
     return microbatch
   if (platform or jax.default_backend()) != "cpu" or uses_winograd(layer):
     return batch_size
@@ -129,7 +137,9 @@ def batch_value_and_grad(loss_fn, params, batch: dict, microbatch: int | None = 
   gradient up to float rounding, with a working set that fits in a CPU's cache.
 
   Chunk j holds samples j, j + k, j + 2k, ... (k chunks), so a batch sharded over
-  devices in contiguous blocks gives every device an equal share of every chunk.
+  devices in contiguous blocks gives every device an equal share of every chunk (when
+  the devices divide `microbatch`). Per-sample arrays only: a shared one, such as the
+  fitted image, belongs in `loss_fn`.
   """
   size = jax.tree.leaves(batch)[0].shape[0]
   value_and_grad = jax.value_and_grad(loss_fn, has_aux=True)

@@ -6,7 +6,7 @@ from flax import nnx
 
 from singleseg_jax import (InputError, Plateau, TrainState, Upsampler, evaluate, make_dataset,
                            make_optimizer, prepare_image, train_epoch, train_step)
-from singleseg_jax.train import matlab_loss, resolve_microbatch
+from singleseg_jax.train import batch_value_and_grad, matlab_loss, resolve_microbatch
 
 
 def _state(in_channels=16, width=0.125, seed=0, lr=1e-3):
@@ -79,6 +79,21 @@ def test_microbatch_choice():
   for bad in (7, -1, 2.5, True):
     with pytest.raises(InputError, match="microbatch"):
       resolve_microbatch(bad, 50, "cpu")
+  with pytest.raises(InputError, match="batch_size"):
+    resolve_microbatch(0, 0, "cpu")
+
+
+def test_chunk_j_holds_samples_j_j_plus_k():
+  # 6 samples in chunks of 2 (k = 3 chunks): {0, 3}, {1, 4}, {2, 5}, so the chunks' first
+  # samples are 0, 1, 2 (mean 1); contiguous chunks would give 0, 2, 4 (mean 2).
+  def loss_fn(w, batch):
+    x = batch["inputs"]
+    return jnp.mean(w * x), {"first": x[0]}
+
+  (loss, aux), grad = batch_value_and_grad(loss_fn, jnp.float32(2.0),
+                                           {"inputs": jnp.arange(6.0)}, microbatch=2)
+  assert float(aux["first"]) == 1.0
+  assert float(loss) == pytest.approx(5.0) and float(grad) == pytest.approx(2.5)
 
 
 def test_batch_size_errors(photo):
