@@ -45,7 +45,8 @@ from singleseg_jax.paper.data import Dataset, num_train
 from singleseg_jax.paper import layers, winograd
 from singleseg_jax.paper.layers import uses_custom_vjp, uses_winograd
 from singleseg_jax.paper.model import (DTYPES, LAYERS, PAPER_SCALE, PAPER_SIZE, Upsampler,
-                                       flops_per_sample, layer_sides, layer_widths)
+                                       backward_bytes_per_sample, flops_per_sample, layer_sides,
+                                       layer_widths)
 from singleseg_jax.progress import Progress
 from singleseg_jax.train import (TrainState, check_microbatch, make_optimizer, num_batches,
                                  resolve_microbatch, train_epoch, train_step)
@@ -402,7 +403,8 @@ def bench_case(in_channels: int, width: float, batch: int, *, dtype: str = "floa
   parts = parse_mode(mode)
   steps = num_batches(epoch_pairs, batch) if "epoch" in parts else None
   dev = jax.devices()[0]
-  microbatch = resolve_microbatch(microbatch, batch, dev.platform, layer)
+  microbatch = resolve_microbatch(microbatch, batch, dev.platform, layer,
+                                  backward_bytes_per_sample(in_channels, width, size, scale))
   mesh = data_mesh() if data_parallel else None
   devices = mesh.shape["data"] if mesh is not None else 1
   state = make_state(in_channels, width, dtype=dtype, layer=layer, size=size, scale=scale)
@@ -738,7 +740,8 @@ def time_layer_forms(in_channels: int = 256, width: float = 1.0, batch: int = 50
   return records
 
 
-def parse_step(spec: str, batch: int) -> tuple[str, int]:
+def parse_step(spec: str, batch: int, in_channels: int = 256,
+               width: float = 1.0) -> tuple[str, int]:
   """(layer, microbatch) of a `compare_layers` spec "layer" or "layer:microbatch" (the
   samples per gradient chunk; without it, or 0, the backend's choice)."""
   layer, _, chunk = spec.partition(":")
@@ -747,7 +750,9 @@ def parse_step(spec: str, batch: int) -> tuple[str, int]:
   except ValueError:
     raise InputError(f"a step is layer or layer:microbatch (e.g. winograd:10), got "
                      f"{spec!r}") from None
-  return layers.check_layer(layer), resolve_microbatch(microbatch, batch, layer=layer)
+  return layers.check_layer(layer), resolve_microbatch(
+      microbatch, batch, layer=layer,
+      sample_bytes=backward_bytes_per_sample(in_channels, width))
 
 
 def compare_layers(specs: Sequence[str], in_channels: int = 256, width: float = 1.0,
@@ -759,7 +764,7 @@ def compare_layers(specs: Sequence[str], in_channels: int = 256, width: float = 
   if len(layers_) < 2 or len(layers_) < len(specs) or not seconds > 0 or rounds < 1:
     raise InputError("compare two or more different steps, with --seconds > 0 and "
                      "--rounds >= 1")
-  parsed = {spec: parse_step(spec, batch) for spec in layers_}
+  parsed = {spec: parse_step(spec, batch, in_channels, width) for spec in layers_}
   data = make_batch(batch, in_channels)
   steps = {}
   for layer, (name, microbatch) in parsed.items():

@@ -100,6 +100,9 @@ def gradient_step(state: TrainState, loss_fn) -> tuple[TrainState, dict]:
 CPU_MICROBATCH = 10
 #: The smallest chunk auto picks: below it, per-chunk overheads and thin GEMMs win.
 MIN_MICROBATCH = 5
+#: Auto chunks only a batch whose backward working set is larger than this (the L3 of
+#: the CPU it was measured on): one that fits gains nothing and pays the scan's compile.
+CACHE_BYTES = 32 << 20
 
 
 def check_microbatch(microbatch: int, batch_size: int) -> int:
@@ -115,16 +118,20 @@ def check_microbatch(microbatch: int, batch_size: int) -> int:
 
 
 def resolve_microbatch(microbatch: int, batch_size: int, platform: str | None = None,
-                       layer: str = "custom") -> int:
+                       layer: str = "custom", sample_bytes: int | None = None) -> int:
   """Samples per gradient chunk for a `batch_size` step: `microbatch` itself if it is a
   divisor of the batch; for 0 ("auto"), on CPU the largest divisor of the batch up to
   CPU_MICROBATCH (the whole batch if that is below MIN_MICROBATCH). Auto keeps the
   whole batch on other backends (`platform`, default JAX's), which large batches keep
-  busy, and for `layer="winograd"`, whose F(4x4) GEMMs need the whole batch's tiles
-  (measured slower in chunks, docs/speed.md)."""
+  busy; for `layer="winograd"`, whose F(4x4) GEMMs need the whole batch's tiles
+  (measured slower in chunks, docs/speed.md); and where the batch's backward working
+  set (`sample_bytes` per sample, `model.backward_bytes_per_sample`; None: large) fits
+  in CACHE_BYTES."""
   if check_microbatch(microbatch, batch_size):
     return microbatch
   if (platform or jax.default_backend()) != "cpu" or uses_winograd(layer):
+    return batch_size
+  if sample_bytes is not None and sample_bytes * batch_size <= CACHE_BYTES:
     return batch_size
   chunk = max(d for d in range(1, min(batch_size, CPU_MICROBATCH) + 1) if batch_size % d == 0)
   return chunk if chunk >= MIN_MICROBATCH else batch_size

@@ -55,8 +55,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   # Samples per gradient chunk of the paper and encdec nets (snap's small graph net
   # ignores it, though it must still divide batch_size): a step's gradient is the mean
   # over chunks of this many samples, one after the other, the same update up to float
-  # rounding. 0 is auto: chunks of 10 on CPU, where a chunk's working set stays in cache
-  # (train.resolve_microbatch); the whole batch on accelerators and with layer "winograd".
+  # rounding. 0 is auto: chunks of 10 on CPU when the batch's backward working set
+  # overflows the cache (a chunk's then stays in it; train.resolve_microbatch); the
+  # whole batch otherwise, on accelerators and with layer "winograd".
   config.microbatch = 0
   config.num_epochs = 500
   config.learning_rate = 1e-3

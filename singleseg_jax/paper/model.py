@@ -151,6 +151,17 @@ def flops_per_sample(in_channels: int, width: float = 1.0, size: int = PAPER_SIZ
   return total
 
 
+def backward_bytes_per_sample(in_channels: int, width: float = 1.0, size: int = PAPER_SIZE,
+                               scale: float = PAPER_SCALE) -> int:
+  """Bytes per sample (float32) the backward pass keeps live at its widest: every layer's
+  output (the forward's residuals) plus the largest tap matrix (`layers._taps`: 9 x Cout
+  per input pixel)."""
+  sides, widths = layer_sides(size, scale), layer_widths(width, size, scale)
+  outputs = sum(s * s * c for s, c in zip(sides[1:], widths))
+  taps = max(s * s * KERNEL * KERNEL * c for s, c in zip(sides[:-1], widths))
+  return 4 * (outputs + taps)
+
+
 class Upsampler(nnx.Module):
   """Thumbnail x in_channels -> size x size x 3 in [0, 1] (ReLU between layers,
   sigmoid last), the layers of `layer_table(size, scale)`.
