@@ -30,10 +30,10 @@ from singleseg_jax.errors import InputError
 from singleseg_jax.evaluation import dataset, protocol
 from singleseg_jax.fit import (fit, fit_seeds, global_array, init_state,
                                population_functions, population_inputs, population_mesh)
-from singleseg_jax.paper.model import backward_bytes_per_sample, count_params
+from singleseg_jax.paper.model import count_params
 from singleseg_jax.progress import Progress
 from singleseg_jax.tables import fmt, markdown_table, mean_ci, read_csv
-from singleseg_jax.train import epoch_update, resolve_microbatch
+from singleseg_jax.train import epoch_update
 
 BASE_IN_CHANNELS = 256
 #: Columns of the across-images summary.csv (one row per image x width).
@@ -136,10 +136,7 @@ def epoch_seconds(keys, image, options, repeats: int = 3) -> dict:
   start, one_epoch = (global_array(mesh, PartitionSpec(), np.int32(n)) for n in (0, 1))
   states = [init_state(k, options) for k in keys]
   data = [options.variant_impl.fixed_data(k, image, options)[0] for k in keys]
-  microbatch = resolve_microbatch(
-      options.microbatch, options.batch_size, layer=options.layer,
-      sample_bytes=backward_bytes_per_sample(options.in_channels, options.width,
-                                             options.size, options.scale))
+  microbatch = options.resolved_microbatch()
   one = jax.jit(lambda st, d, k: epoch_update(st, d, k, batch_size=options.batch_size,
                                               image=jnp.asarray(image, jnp.float32),
                                               microbatch=microbatch))

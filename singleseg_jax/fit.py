@@ -44,7 +44,7 @@ from singleseg_jax.paper.data import num_train
 from singleseg_jax.paper.layers import check_layer
 from singleseg_jax.paper.model import DTYPES, layer_widths
 from singleseg_jax.train import (Plateau, PlateauState, TrainState, make_optimizer, num_batches,
-                                 check_microbatch)
+                                 check_microbatch, net_microbatch)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,6 +110,12 @@ class FitOptions:
     check_microbatch(self.microbatch, self.batch_size)
     make_optimizer(self.learning_rate, self.l2)  # validates both
     Plateau(self.patience, self.rel_tol)  # validates both
+
+  def resolved_microbatch(self, platform: str | None = None) -> int:
+    """Samples per gradient chunk of this fit's steps on `platform` (default JAX's):
+    `microbatch`, or auto's choice for the paper's net (`train.net_microbatch`)."""
+    return net_microbatch(self.microbatch, self.batch_size, self.in_channels, self.width,
+                          self.size, self.scale, self.layer, platform)
 
   @property
   def variant_impl(self) -> variants.Variant:

@@ -45,11 +45,10 @@ from singleseg_jax.paper.data import Dataset, num_train
 from singleseg_jax.paper import layers, winograd
 from singleseg_jax.paper.layers import uses_custom_vjp, uses_winograd
 from singleseg_jax.paper.model import (DTYPES, LAYERS, PAPER_SCALE, PAPER_SIZE, Upsampler,
-                                       backward_bytes_per_sample, flops_per_sample, layer_sides,
-                                       layer_widths)
+                                       flops_per_sample, layer_sides, layer_widths)
 from singleseg_jax.progress import Progress
 from singleseg_jax.train import (TrainState, check_microbatch, make_optimizer, num_batches,
-                                 resolve_microbatch, train_epoch, train_step)
+                                 net_microbatch, train_epoch, train_step)
 
 #: Dense peak TFLOP/s per chip by `device_kind` (a case-insensitive whole-word match; the
 #: first row that matches wins, so "H100 PCIe" comes before "H100" and "TPU v5 lite"
@@ -403,8 +402,8 @@ def bench_case(in_channels: int, width: float, batch: int, *, dtype: str = "floa
   parts = parse_mode(mode)
   steps = num_batches(epoch_pairs, batch) if "epoch" in parts else None
   dev = jax.devices()[0]
-  microbatch = resolve_microbatch(microbatch, batch, dev.platform, layer,
-                                  backward_bytes_per_sample(in_channels, width, size, scale))
+  microbatch = net_microbatch(microbatch, batch, in_channels, width, size, scale, layer,
+                              dev.platform)
   mesh = data_mesh() if data_parallel else None
   devices = mesh.shape["data"] if mesh is not None else 1
   state = make_state(in_channels, width, dtype=dtype, layer=layer, size=size, scale=scale)
@@ -750,9 +749,8 @@ def parse_step(spec: str, batch: int, in_channels: int = 256,
   except ValueError:
     raise InputError(f"a step is layer or layer:microbatch (e.g. winograd:10), got "
                      f"{spec!r}") from None
-  return layers.check_layer(layer), resolve_microbatch(
-      microbatch, batch, layer=layer,
-      sample_bytes=backward_bytes_per_sample(in_channels, width))
+  return layers.check_layer(layer), net_microbatch(microbatch, batch, in_channels, width,
+                                                   layer=layer)
 
 
 def compare_layers(specs: Sequence[str], in_channels: int = 256, width: float = 1.0,
@@ -760,11 +758,11 @@ def compare_layers(specs: Sequence[str], in_channels: int = 256, width: float = 
   """The train step as each of `specs` ("layer" or "layer:microbatch", `parse_step`) runs
   it, in paired alternating rounds in this one process: samples/s per round, and the
   median and quartiles over rounds of each one's rate over the first's."""
-  layers_ = list(dict.fromkeys(specs))
-  if len(layers_) < 2 or len(layers_) < len(specs) or not seconds > 0 or rounds < 1:
+  specs_ = list(dict.fromkeys(specs))
+  if len(specs_) < 2 or len(specs_) < len(specs) or not seconds > 0 or rounds < 1:
     raise InputError("compare two or more different steps, with --seconds > 0 and "
                      "--rounds >= 1")
-  parsed = {spec: parse_step(spec, batch, in_channels, width) for spec in layers_}
+  parsed = {spec: parse_step(spec, batch, in_channels, width) for spec in specs_}
   data = make_batch(batch, in_channels)
   steps = {}
   for layer, (name, microbatch) in parsed.items():
@@ -777,19 +775,19 @@ def compare_layers(specs: Sequence[str], in_channels: int = 256, width: float = 
     for _ in range(2):
       jax.block_until_ready(step())
     steps[layer] = step
-  rates = {layer: [] for layer in layers_}
+  rates = {layer: [] for layer in specs_}
   for _ in range(rounds):
     for layer, step in steps.items():
-      t = time_calls(step, seconds=seconds / rounds / len(layers_), rounds=1, warmup=0)
+      t = time_calls(step, seconds=seconds / rounds / len(specs_), rounds=1, warmup=0)
       rates[layer].append(t.median * batch)
   rec = {"in_channels": in_channels, "width": width, "batch": batch, "rounds": rounds,
          "microbatch": {spec: m for spec, (_, m) in parsed.items()},
          "rounds_samples_per_s": rates, "loadavg": os.getloadavg()[0]}
-  base = rates[layers_[0]]
-  for layer in layers_[1:]:
+  base = rates[specs_[0]]
+  for layer in specs_[1:]:
     ratios = [r / b for r, b in zip(rates[layer], base)]
-    rec[f"{layer}_over_{layers_[0]}"] = statistics.median(ratios)
-    rec[f"{layer}_over_{layers_[0]}_quartiles"] = (statistics.quantiles(ratios, n=4)[::2]
+    rec[f"{layer}_over_{specs_[0]}"] = statistics.median(ratios)
+    rec[f"{layer}_over_{specs_[0]}_quartiles"] = (statistics.quantiles(ratios, n=4)[::2]
                                                   if len(ratios) > 1 else ratios * 2)
   return rec
 

@@ -20,6 +20,7 @@ from flax import nnx
 
 from singleseg_jax.paper.data import Dataset
 from singleseg_jax.paper.layers import uses_winograd
+from singleseg_jax.paper.model import PAPER_SCALE, PAPER_SIZE, backward_bytes_per_sample
 from singleseg_jax.errors import InputError
 
 
@@ -138,6 +139,16 @@ def resolve_microbatch(microbatch: int, batch_size: int, platform: str | None = 
   return chunk if chunk >= MIN_MICROBATCH else batch_size
 
 
+def net_microbatch(microbatch: int, batch_size: int, in_channels: int, width: float = 1.0,
+                   size: int = PAPER_SIZE, scale: float = PAPER_SCALE, layer: str = "custom",
+                   platform: str | None = None) -> int:
+  """`resolve_microbatch` for the paper's net of these shape knobs (its backward
+  working set from `model.backward_bytes_per_sample`): what training and the
+  benchmarks chunk a batch by."""
+  return resolve_microbatch(microbatch, batch_size, platform, layer,
+                            backward_bytes_per_sample(in_channels, width, size, scale))
+
+
 def batch_value_and_grad(loss_fn, params, batch: dict, microbatch: int | None = None):
   """((loss, metrics), grads) of `loss_fn(params, batch)`, a mean over the batch's samples
   (every array of `batch` is per sample), computed whole or, with `microbatch` < the
@@ -153,8 +164,7 @@ def batch_value_and_grad(loss_fn, params, batch: dict, microbatch: int | None = 
   value_and_grad = jax.value_and_grad(loss_fn, has_aux=True)
   if not microbatch or microbatch >= size:
     return value_and_grad(params, batch)
-  if size % microbatch:
-    raise InputError(f"microbatch {microbatch} does not divide the batch of {size}")
+  check_microbatch(microbatch, size)
   k = size // microbatch
   chunks = jax.tree.map(lambda a: jnp.swapaxes(a.reshape(microbatch, k, *a.shape[1:]), 0, 1),
                         batch)

@@ -35,12 +35,11 @@ from singleseg_jax.errors import InputError
 from singleseg_jax.paper import data as paper_data
 from singleseg_jax.paper import predict as paper_predict
 from singleseg_jax.paper.layers import uses_custom_vjp, uses_winograd
-from singleseg_jax.paper.model import (DTYPES, Upsampler, backward_bytes_per_sample, layer_sides,
-                                       layer_table)
+from singleseg_jax.paper.model import DTYPES, Upsampler, layer_sides, layer_table
 from singleseg_jax.snap import net as snap_net
 from singleseg_jax.snap import regions
 from singleseg_jax.train import (TrainState, apply_model, epoch_update, evaluate_loss,
-                                 make_optimizer, num_batches, resolve_microbatch)
+                                 make_optimizer, num_batches)
 
 
 class Segmentation(NamedTuple):
@@ -154,10 +153,7 @@ class Paper(Variant):
   def epoch_functions(self, options) -> tuple[Callable, Callable]:
     """(run_epoch, run_val) for `options`, the same objects for equal options, so a
     jitted loop over them compiles once for every fit of one shape."""
-    microbatch = resolve_microbatch(
-        options.microbatch, options.batch_size, layer=options.layer,
-        sample_bytes=backward_bytes_per_sample(options.in_channels, options.width,
-                                               options.size, options.scale))
+    microbatch = options.resolved_microbatch()
 
     def run_epoch(ts, data, epoch):
       pairs = data["train"]
