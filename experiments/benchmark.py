@@ -13,8 +13,10 @@ line; the timed rate is the median of --rounds rounds. Examples:
   python -m experiments.benchmark --compare_layers=custom,winograd --seconds 96 --rounds 16
 
 --peer_python alternates each round of ours with a run of the torch peer (`ratio_vs_peer`:
-the median of the per-round ratios). --malloc_tune re-executes the process once with
-glibc settings that keep XLA:CPU's per-call scratch buffer on the heap (`cli.MALLOC_ENV`).
+the median of the per-round ratios). Like every main, this one asks glibc to keep XLA:CPU's
+per-call scratch buffer on the heap (`cli.keep_freed_memory`; off with
+SINGLESEG_KEEP_MEMORY=0); --malloc_tune re-executes the process once with the stronger
+`cli.MALLOC_ENV`, and --peer_malloc_tune gives that to the peer.
 """
 import json
 import os
@@ -115,6 +117,7 @@ def main(argv):
                   peer_python=FLAGS.peer_python, peer_script=FLAGS.peer_script,
                   sweep_batches=FLAGS.sweep_batches if FLAGS.sweep else None,
                   sweep_widths=FLAGS.sweep_widths, out=FLAGS.out, malloc_tune=cli.malloc_tuned(),
+                  malloc_keep=cli.freed_memory_kept(),
                   on_case=lambda rec: print(json.dumps(rec), flush=True), **common)
 
 

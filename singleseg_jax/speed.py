@@ -282,7 +282,8 @@ KEYS = ("impl", "layer", "platform", "device_kind", "num_devices", "devices_used
         "minor_faults_per_step", "infer_samples_per_s", "infer_compile_s",
         "infer_gflops_per_s", "infer_mfu", "infer_xla_flops", "infer_analytic_over_xla",
         "epoch_pairs", "epoch_steps", "epoch_s", "epoch_samples_per_s", "epoch_compile_s",
-        "epoch_gflops_per_s", "epoch_mfu", "epoch_note", "malloc_tune", "peer_env",
+        "epoch_gflops_per_s", "epoch_mfu", "epoch_note", "malloc_tune", "malloc_keep",
+        "peer_env",
         "loadavg")
 
 
@@ -385,6 +386,7 @@ def bench_case(in_channels: int, width: float, batch: int, *, dtype: str = "floa
                data_parallel: bool = False, layer: str = "custom", peak: Peak | None = None,
                epoch_pairs: int = 750, peer_python: str | None = None,
                peer_script: str | None = None, malloc_tune: bool = False,
+               malloc_keep: bool = False,
                size: int = PAPER_SIZE, scale: float = PAPER_SCALE, microbatch: int = 0,
                peer_env: dict[str, str] | None = None) -> dict:
   """Times one configuration; returns the record that is printed as one JSON line.
@@ -427,7 +429,7 @@ def bench_case(in_channels: int, width: float, batch: int, *, dtype: str = "floa
              "rounds, of one call, where a call takes longer); every call waited for",
       peak_gflops=peak.gflops, peak_source=peak.source + (f", x {devices} devices"
                                                           if devices > 1 else ""),
-      malloc_tune=malloc_tune, loadavg=os.getloadavg()[0],
+      malloc_tune=malloc_tune, malloc_keep=malloc_keep, loadavg=os.getloadavg()[0],
       # What the peer's environment sets beyond this process's (None: the same).
       peer_env=None if peer_env is None or not peer_python else
       {k: v for k, v in peer_env.items() if os.environ.get(k) != v})

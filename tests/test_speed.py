@@ -12,6 +12,7 @@ element-wise ops weigh) and 1.03 (the paper's net), hence the 5% tolerance.
 import csv
 import json
 import os
+import subprocess
 import sys
 
 import jax
@@ -26,6 +27,7 @@ import singleseg_jax as ss
 from singleseg_jax import speed as bm
 from singleseg_jax.paper.layers import conv_transpose_reference
 from experiments import benchmark
+from helpers import ROOT
 
 TINY = dict(in_channels=8, width=0.125)
 FORWARD_TOLERANCE = 0.05
@@ -330,3 +332,34 @@ def test_layer_forms_times_every_layer_in_chunks():
   assert all(r["speedup"] == 1 and r["gflops_per_s"] > 0 for r in recs)
   with pytest.raises(ss.InputError, match="microbatch 3 does not divide"):
     bm.time_layer_forms(8, 0.125, 4, seconds=0.05, rounds=1, microbatch=3)
+
+
+_FAULTS_SCRIPT = """
+import resource, sys
+from experiments import cli
+kept = cli.keep_freed_memory()
+def cycle():  # a 64 MiB block, as big as XLA's scratch buffer of a cat step, touched and freed
+  block = bytearray(64 << 20)
+  block[::4096] = b"x" * len(block[::4096])
+  del block
+cycle()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(5):
+  cycle()
+print(kept, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_kept_memory_serves_a_large_block_again_without_page_faults():
+  # Without it glibc maps a block this large afresh on every allocation, so every page
+  # faults again; with it the freed block is reused (cli.keep_freed_memory).
+  def faults(keep):
+    env = dict(os.environ, SINGLESEG_KEEP_MEMORY=keep)
+    out = subprocess.run([sys.executable, "-c", _FAULTS_SCRIPT], env=env, check=True,
+                         capture_output=True, text=True, cwd=ROOT).stdout.split()
+    return out[0] == "True", int(out[1])
+
+  (kept, with_keep), (not_kept, without) = faults("1"), faults("0")
+  assert kept and not not_kept
+  assert with_keep < 100 and without > 10 * max(with_keep, 5)
