@@ -1,6 +1,6 @@
-"""Entry-point plumbing: user errors end as one line on stderr and exit code 2; joining
-JAX's multi-controller runtime from the environment; an optional re-exec with glibc
-allocator settings for speed runs."""
+"""Entry-point plumbing: user errors end as one line on stderr and exit code 2; glibc
+asked to keep freed memory; joining JAX's multi-controller runtime from the environment;
+an optional re-exec with stronger glibc allocator settings for speed runs."""
 import ctypes
 import logging as std_logging
 import os
