@@ -107,7 +107,8 @@ class FitOptions:
     # Variants that batch a fixed training set need a batch that fits in it.
     num_batches(n_train if self.variant_impl.fixed_train_set else self.batch_size,
                 self.batch_size)
-    check_microbatch(self.microbatch, self.batch_size)
+    check_microbatch(self.microbatch,
+                     self.batch_size if self.variant_impl.chunks_gradient else None)
     make_optimizer(self.learning_rate, self.l2)  # validates both
     Plateau(self.patience, self.rel_tol)  # validates both
 

@@ -591,7 +591,7 @@ def bench_population(case: "Case", nets: int, *, batch: int = 50, epoch_pairs: i
   rec = {"case": case.name, "net": case.net, "layer": case.layer,
          "impl": impl_name(case.layer), "dtype": case.dtype, "nets": nets,
          "nets_computed": total, "devices_used": devices, "batch": batch,
-         "epoch_pairs": n_train, "val_pairs": n_val, "compile_s": compile_s,
+         "microbatch": options.resolved_microbatch(), "epoch_pairs": n_train, "val_pairs": n_val, "compile_s": compile_s,
          "epoch_s": 1 / t.median, "samples_per_s": t.median * total * n_train,
          "gflops_per_s": t.median * flops / 1e9,
          "peak_gflops": peak.gflops * devices if peak.gflops else None,

@@ -107,11 +107,14 @@ MIN_MICROBATCH = 5
 CACHE_BYTES = 16 << 20
 
 
-def check_microbatch(microbatch: int, batch_size: int) -> int:
-  """`microbatch` itself if it is 0 (auto) or a divisor of `batch_size`; InputError
-  otherwise. Asks no backend, so validating a config starts none."""
+def check_microbatch(microbatch: int, batch_size: int | None) -> int:
+  """`microbatch` itself if it is 0 (auto) or a divisor of `batch_size` (any integer
+  >= 0 for None: a fit that does not chunk); InputError otherwise. Asks no backend, so
+  validating a config starts none."""
   if not isinstance(microbatch, int) or isinstance(microbatch, bool) or microbatch < 0:
     raise InputError(f"microbatch must be an integer >= 0 (0: auto), got {microbatch!r}")
+  if batch_size is None:
+    return microbatch
   if not isinstance(batch_size, int) or batch_size < 1:
     raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
   if microbatch and batch_size % microbatch:

@@ -90,6 +90,9 @@ class Variant:
   refinable: bool
   #: whether epochs batch a fixed training set (so batch_size must fit in it).
   fixed_train_set: bool
+  #: whether its steps take their gradient in `microbatch` chunks (so it must divide
+  #: batch_size).
+  chunks_gradient: bool
   model_type: type
 
   def check_size(self, size: int, scale: float) -> None:
@@ -122,7 +125,7 @@ class Variant:
 class Paper(Variant):
   """The seed's method."""
   name, metric, refinable, model_type = "paper", "mse", False, Upsampler
-  fixed_train_set = True
+  fixed_train_set = chunks_gradient = True
 
   def check_size(self, size, scale):
     layer_table(size, scale)
@@ -215,7 +218,7 @@ class EncDec(Paper):
 class Snap(Variant):
   """The superpixel graph net."""
   name, metric, refinable, model_type = "snap", "error", True, snap_net.SnapNet
-  fixed_train_set = False
+  fixed_train_set = chunks_gradient = False
 
   def check_size(self, size, scale):
     # Its priors (outline offsets, wobble, superpixel count) are pixels of the

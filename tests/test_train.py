@@ -6,6 +6,7 @@ from flax import nnx
 
 from singleseg_jax import (InputError, Plateau, TrainState, Upsampler, evaluate, make_dataset,
                            make_optimizer, prepare_image, train_epoch, train_step)
+from singleseg_jax.fit import FitOptions
 from singleseg_jax.paper.model import backward_bytes_per_sample
 from singleseg_jax.train import batch_value_and_grad, matlab_loss, resolve_microbatch
 
@@ -87,6 +88,13 @@ def test_microbatch_choice():
       resolve_microbatch(bad, 50, "cpu")
   with pytest.raises(InputError, match="batch_size"):
     resolve_microbatch(0, 0, "cpu")
+  # Snap never chunks, so any microbatch >= 0 is accepted beside its batch; the paper
+  # net's must divide it.
+  assert FitOptions(variant="snap", batch_size=10, microbatch=3).microbatch == 3
+  with pytest.raises(InputError, match="microbatch 3 does not divide batch_size 10"):
+    FitOptions(batch_size=10, microbatch=3)
+  with pytest.raises(InputError, match="microbatch must be"):
+    FitOptions(variant="snap", microbatch=-1)
 
 
 def test_chunk_j_holds_samples_j_j_plus_k():
