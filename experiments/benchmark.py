@@ -14,7 +14,7 @@ line; the timed rate is the median of --rounds rounds. Examples:
 
 --peer_python alternates each round of ours with a run of the torch peer (`ratio_vs_peer`:
 the median of the per-round ratios). Like every main, this one asks glibc to keep XLA:CPU's
-per-call scratch buffer on the heap (`cli.keep_freed_memory`; off with
+per-call scratch buffer on the heap (`speed.keep_freed_memory`; off with
 SINGLESEG_KEEP_MEMORY=0); --malloc_tune re-executes the process once with the stronger
 `cli.MALLOC_ENV`, and --peer_malloc_tune gives that to the peer.
 """
@@ -68,8 +68,9 @@ config_flags.DEFINE_config_file(
     "config", os.path.join(os.path.dirname(__file__), "configs", "default.py"),
     "The suite's full run (--config.num_epochs caps its epochs).")
 flags.DEFINE_string("out", "runs/benchmark", "Folder for the sweep's or the suite's files.")
-flags.DEFINE_bool("malloc_tune", False, "Re-exec once with glibc MALLOC_* settings that keep "
-                  "freed memory (see the module docstring).")
+flags.DEFINE_bool("malloc_tune", False, "Re-exec once with glibc's MALLOC_* settings "
+                  "(cli.MALLOC_ENV: one arena, no mmap, no trimming, huge pages), in place "
+                  "of what every main sets (see the module docstring).")
 flags.DEFINE_bool("peer_malloc_tune", False, "Run the torch peer with those glibc settings "
                   "whether or not this process has them (each side at its best: they speed "
                   "the peer up and, with microbatches, slow ours down).")
@@ -117,7 +118,6 @@ def main(argv):
                   peer_python=FLAGS.peer_python, peer_script=FLAGS.peer_script,
                   sweep_batches=FLAGS.sweep_batches if FLAGS.sweep else None,
                   sweep_widths=FLAGS.sweep_widths, out=FLAGS.out, malloc_tune=cli.malloc_tuned(),
-                  malloc_keep=cli.freed_memory_kept(),
                   on_case=lambda rec: print(json.dumps(rec), flush=True), **common)
 
 

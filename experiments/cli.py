@@ -1,7 +1,6 @@
 """Entry-point plumbing: user errors end as one line on stderr and exit code 2; glibc
 asked to keep freed memory; joining JAX's multi-controller runtime from the environment;
 an optional re-exec with stronger glibc allocator settings for speed runs."""
-import ctypes
 import logging as std_logging
 import os
 import sys
@@ -10,6 +9,7 @@ import jax
 from absl import app, flags
 from absl import logging as absl_logging
 
+from singleseg_jax import speed
 from singleseg_jax.errors import InputError
 
 
@@ -84,9 +84,9 @@ def _quiet_libraries(argv):
 
 def run(main):
   """absl's app.run with one-line errors for bad input, and glibc asked to keep freed
-  memory (`keep_freed_memory`)."""
+  memory (`speed.keep_freed_memory`)."""
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
-  keep_freed_memory()
+  speed.keep_freed_memory()
   app.call_after_init(lambda: _quiet_libraries(None))
   app.run(_guarded(main), flags_parser=_parse_flags)
 
@@ -124,46 +124,9 @@ def initialize_distributed() -> bool:
   return True
 
 
-#: Set to 0 to leave glibc's allocator as it is (`keep_freed_memory`).
-KEEP_MEMORY_ENV = "SINGLESEG_KEEP_MEMORY"
-#: mallopt's parameter numbers (glibc's malloc.h).
-_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
-_kept = False
-
-
-def keep_freed_memory() -> bool:
-  """Asks glibc, at run time, to serve every block from its heap (no mmap) and to keep
-  freed memory instead of returning it to the system; returns whether it did (glibc
-  only; not with SINGLESEG_KEEP_MEMORY=0). XLA:CPU's scratch buffer of a training step
-  (45-68 MB for the cat net) is larger than glibc's largest mmap threshold (32 MB), so
-  by default every step maps it afresh and page-faults on all of it (about 3,000 minor
-  faults a step) and then unmaps it; from the heap it is reused. That is most of
-  `MALLOC_ENV`'s effect without its single arena, which costs our threads more than
-  the faults (docs/speed.md has the paired measurements). The price: a process's
-  memory stays at its peak until it exits."""
-  global _kept
-  if os.environ.get(KEEP_MEMORY_ENV, "1") == "0" or not sys.platform.startswith("linux"):
-    return False
-  try:
-    libc = ctypes.CDLL(None)
-    libc.gnu_get_libc_version  # noqa: B018 (glibc only: musl's mallopt does nothing)
-    mallopt = libc.mallopt
-  except (OSError, AttributeError):
-    return False
-  mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
-  _kept = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
-  return _kept
-
-
-def freed_memory_kept() -> bool:
-  """Whether `keep_freed_memory` took effect in this process."""
-  return _kept
-
-
-#: glibc settings for `reexec_with_malloc_env`. XLA:CPU allocates a large temporary
-#: buffer on every call; glibc serves blocks that big with a fresh mmap and unmaps them
-#: on free, so every step pays a page fault for every page of it (docs/speed.md has
-#: the counts).
+#: glibc settings for `reexec_with_malloc_env`, a stronger form of what every main does
+#: (`speed.keep_freed_memory`; docs/speed.md has the counts): XLA:CPU allocates a large
+#: temporary buffer on every call, which glibc by default maps afresh and unmaps on free.
 #: One arena and no mmap keep the buffer on the heap, which is never trimmed; huge
 #: pages (glibc >= 2.35) cover what is still mapped. (MALLOC_MMAP_THRESHOLD_ alone does
 #: not help: glibc caps it at 32 MB.) The same variables can be set for any command:

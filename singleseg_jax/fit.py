@@ -114,7 +114,10 @@ class FitOptions:
 
   def resolved_microbatch(self, platform: str | None = None) -> int:
     """Samples per gradient chunk of this fit's steps on `platform` (default JAX's):
-    `microbatch`, or auto's choice for the paper's net (`train.net_microbatch`)."""
+    `microbatch`, or auto's choice for the paper's net (`train.net_microbatch`); the
+    whole batch for a variant that does not chunk (snap)."""
+    if not self.variant_impl.chunks_gradient:
+      return self.batch_size
     return net_microbatch(self.microbatch, self.batch_size, self.in_channels, self.width,
                           self.size, self.scale, self.layer, platform)
 

@@ -229,6 +229,52 @@ class Timing:
     return max(self.rates)
 
 
+#: Set to 0 to leave glibc's allocator as it is (`keep_freed_memory`).
+KEEP_MEMORY_ENV = "SINGLESEG_KEEP_MEMORY"
+#: mallopt's parameter numbers (glibc's malloc.h).
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
+_memory_kept = False
+
+
+def keep_freed_memory() -> bool:
+  """Asks glibc, at run time, to map no more blocks of their own and to give no freed
+  memory back from the top of its main heap (below 2 GiB); returns whether it did.
+  Every main calls it first (`experiments.cli.run`).
+
+  XLA:CPU allocates a training step's scratch buffer afresh on every call (45-68 MB
+  for the cat net), above the largest mmap threshold glibc allows (32 MB), so by
+  default each step maps it, page-faults on all of it (about 3,000 minor faults a
+  step) and unmaps it; served from the heap, it is reused (docs/speed.md). Blocks
+  that other threads allocate come from per-thread heaps of at most 64 MiB, which
+  glibc still maps and unmaps (the car net's larger buffers keep faulting). Numbers
+  do not change, only speed; the price is that a process keeps the memory it freed.
+
+  Nothing is changed with SINGLESEG_KEEP_MEMORY=0, off glibc, or where the
+  environment already tunes glibc's allocator (a MALLOC_* variable or a
+  glibc.malloc tunable, as `--malloc_tune`'s re-exec sets): those settings stand.
+  """
+  global _memory_kept
+  tuned = (any(k.startswith("MALLOC_") for k in os.environ)
+           or "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", ""))
+  if os.environ.get(KEEP_MEMORY_ENV, "1") == "0" or tuned or sys.platform != "linux":
+    return False
+  try:
+    import ctypes  # noqa: PLC0415 (a Python without _ctypes keeps glibc's defaults)
+    libc = ctypes.CDLL(None)
+    libc.gnu_get_libc_version  # noqa: B018 (glibc only: musl's mallopt does nothing)
+    mallopt = libc.mallopt
+  except (ImportError, OSError, AttributeError):
+    return False
+  mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+  _memory_kept = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
+  return _memory_kept
+
+
+def freed_memory_kept() -> bool:
+  """Whether `keep_freed_memory` took effect in this process (recorded with timings)."""
+  return _memory_kept
+
+
 def time_calls(call: Callable[[], Any], *, seconds: float, rounds: int = 3,
                warmup: int = 2) -> Timing:
   """Calls `call()` (which must return what to wait for) for `seconds` in `rounds` rounds.
@@ -386,7 +432,6 @@ def bench_case(in_channels: int, width: float, batch: int, *, dtype: str = "floa
                data_parallel: bool = False, layer: str = "custom", peak: Peak | None = None,
                epoch_pairs: int = 750, peer_python: str | None = None,
                peer_script: str | None = None, malloc_tune: bool = False,
-               malloc_keep: bool = False,
                size: int = PAPER_SIZE, scale: float = PAPER_SCALE, microbatch: int = 0,
                peer_env: dict[str, str] | None = None) -> dict:
   """Times one configuration; returns the record that is printed as one JSON line.
@@ -429,7 +474,7 @@ def bench_case(in_channels: int, width: float, batch: int, *, dtype: str = "floa
              "rounds, of one call, where a call takes longer); every call waited for",
       peak_gflops=peak.gflops, peak_source=peak.source + (f", x {devices} devices"
                                                           if devices > 1 else ""),
-      malloc_tune=malloc_tune, malloc_keep=malloc_keep, loadavg=os.getloadavg()[0],
+      malloc_tune=malloc_tune, malloc_keep=freed_memory_kept(), loadavg=os.getloadavg()[0],
       # What the peer's environment sets beyond this process's (None: the same).
       peer_env=None if peer_env is None or not peer_python else
       {k: v for k, v in peer_env.items() if os.environ.get(k) != v})
@@ -591,7 +636,8 @@ def bench_population(case: "Case", nets: int, *, batch: int = 50, epoch_pairs: i
   rec = {"case": case.name, "net": case.net, "layer": case.layer,
          "impl": impl_name(case.layer), "dtype": case.dtype, "nets": nets,
          "nets_computed": total, "devices_used": devices, "batch": batch,
-         "microbatch": options.resolved_microbatch(), "epoch_pairs": n_train, "val_pairs": n_val, "compile_s": compile_s,
+         "microbatch": options.resolved_microbatch(), "malloc_keep": freed_memory_kept(),
+         "epoch_pairs": n_train, "val_pairs": n_val, "compile_s": compile_s,
          "epoch_s": 1 / t.median, "samples_per_s": t.median * total * n_train,
          "gflops_per_s": t.median * flops / 1e9,
          "peak_gflops": peak.gflops * devices if peak.gflops else None,
@@ -737,7 +783,7 @@ def time_layer_forms(in_channels: int = 256, width: float = 1.0, batch: int = 50
           "out_channels": cout, "batch": batch, "microbatch": chunk, "form": f, "ms": ms,
           "rounds_ms": times[f], "gflops_per_s": flops / ms / 1e6,
           "speedup": statistics.median(c / t for c, t in zip(times["custom"], times[f]))
-          if "custom" in times else None})
+          if "custom" in times else None, "malloc_keep": freed_memory_kept()})
   return records
 
 
@@ -784,7 +830,8 @@ def compare_layers(specs: Sequence[str], in_channels: int = 256, width: float = 
       rates[layer].append(t.median * batch)
   rec = {"in_channels": in_channels, "width": width, "batch": batch, "rounds": rounds,
          "microbatch": {spec: m for spec, (_, m) in parsed.items()},
-         "rounds_samples_per_s": rates, "loadavg": os.getloadavg()[0]}
+         "rounds_samples_per_s": rates, "malloc_keep": freed_memory_kept(),
+         "loadavg": os.getloadavg()[0]}
   base = rates[specs_[0]]
   for layer in specs_[1:]:
     ratios = [r / b for r, b in zip(rates[layer], base)]

@@ -12,6 +12,7 @@ element-wise ops weigh) and 1.03 (the paper's net), hence the 5% tolerance.
 import csv
 import json
 import os
+import platform
 import subprocess
 import sys
 
@@ -336,8 +337,8 @@ def test_layer_forms_times_every_layer_in_chunks():
 
 _FAULTS_SCRIPT = """
 import resource, sys
-from experiments import cli
-kept = cli.keep_freed_memory()
+from singleseg_jax import speed
+kept = speed.keep_freed_memory()
 def cycle():  # a 64 MiB block, as big as XLA's scratch buffer of a cat step, touched and freed
   block = bytearray(64 << 20)
   block[::4096] = b"x" * len(block[::4096])
@@ -350,16 +351,19 @@ print(kept, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's mallopt")
 def test_kept_memory_serves_a_large_block_again_without_page_faults():
   # Without it glibc maps a block this large afresh on every allocation, so every page
-  # faults again; with it the freed block is reused (cli.keep_freed_memory).
-  def faults(keep):
-    env = dict(os.environ, SINGLESEG_KEEP_MEMORY=keep)
+  # faults again; with it the freed block is reused (speed.keep_freed_memory).
+  def faults(keep, **tuned):
+    env = {k: v for k, v in os.environ.items()  # no allocator settings of the caller's
+           if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"}
+    env.update(tuned, **{bm.KEEP_MEMORY_ENV: keep})
     out = subprocess.run([sys.executable, "-c", _FAULTS_SCRIPT], env=env, check=True,
                          capture_output=True, text=True, cwd=ROOT).stdout.split()
     return out[0] == "True", int(out[1])
 
   (kept, with_keep), (not_kept, without) = faults("1"), faults("0")
   assert kept and not not_kept
+  assert not faults("1", MALLOC_ARENA_MAX="1")[0]  # the caller's own tuning stands
   assert with_keep < 100 and without > 10 * max(with_keep, 5)
