@@ -14,7 +14,7 @@ line; the timed rate is the median of --rounds rounds. Examples:
 
 --peer_python alternates each round of ours with a run of the torch peer (`ratio_vs_peer`:
 the median of the per-round ratios). Like every main, this one asks glibc to keep XLA:CPU's
-per-call scratch buffer on the heap (`speed.keep_freed_memory`; off with
+per-call scratch buffer on the heap (`memory.keep_freed_memory`; off with
 SINGLESEG_KEEP_MEMORY=0); --malloc_tune re-executes the process once with the stronger
 `cli.MALLOC_ENV`, and --peer_malloc_tune gives that to the peer.
 """

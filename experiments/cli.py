@@ -9,7 +9,7 @@ import jax
 from absl import app, flags
 from absl import logging as absl_logging
 
-from singleseg_jax import speed
+from singleseg_jax import memory
 from singleseg_jax.errors import InputError
 
 
@@ -84,9 +84,9 @@ def _quiet_libraries(argv):
 
 def run(main):
   """absl's app.run with one-line errors for bad input, and glibc asked to keep freed
-  memory (`speed.keep_freed_memory`)."""
+  memory (`memory.keep_freed_memory`)."""
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
-  speed.keep_freed_memory()
+  memory.keep_freed_memory()
   app.call_after_init(lambda: _quiet_libraries(None))
   app.run(_guarded(main), flags_parser=_parse_flags)
 
@@ -125,7 +125,7 @@ def initialize_distributed() -> bool:
 
 
 #: glibc settings for `reexec_with_malloc_env`, a stronger form of what every main does
-#: (`speed.keep_freed_memory`; docs/speed.md has the counts): XLA:CPU allocates a large
+#: (`memory.keep_freed_memory`; docs/speed.md has the counts): XLA:CPU allocates a large
 #: temporary buffer on every call, which glibc by default maps afresh and unmaps on free.
 #: One arena and no mmap keep the buffer on the heap, which is never trimmed; huge
 #: pages (glibc >= 2.35) cover what is still mapped. (MALLOC_MMAP_THRESHOLD_ alone does

@@ -46,6 +46,7 @@ from singleseg_jax.paper import layers, winograd
 from singleseg_jax.paper.layers import uses_custom_vjp, uses_winograd
 from singleseg_jax.paper.model import (DTYPES, LAYERS, PAPER_SCALE, PAPER_SIZE, Upsampler,
                                        flops_per_sample, layer_sides, layer_widths)
+from singleseg_jax.memory import freed_memory_kept
 from singleseg_jax.progress import Progress
 from singleseg_jax.train import (TrainState, check_microbatch, make_optimizer, num_batches,
                                  net_microbatch, train_epoch, train_step)
@@ -229,52 +230,6 @@ class Timing:
     return max(self.rates)
 
 
-#: Set to 0 to leave glibc's allocator as it is (`keep_freed_memory`).
-KEEP_MEMORY_ENV = "SINGLESEG_KEEP_MEMORY"
-#: mallopt's parameter numbers (glibc's malloc.h).
-_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
-_memory_kept = False
-
-
-def keep_freed_memory() -> bool:
-  """Asks glibc, at run time, to map no more blocks of their own and to give no freed
-  memory back from the top of its main heap (below 2 GiB); returns whether it did.
-  Every main calls it first (`experiments.cli.run`).
-
-  XLA:CPU allocates a training step's scratch buffer afresh on every call (45-68 MB
-  for the cat net), above the largest mmap threshold glibc allows (32 MB), so by
-  default each step maps it, page-faults on all of it (about 3,000 minor faults a
-  step) and unmaps it; served from the heap, it is reused (docs/speed.md). Blocks
-  that other threads allocate come from per-thread heaps of at most 64 MiB, which
-  glibc still maps and unmaps (the car net's larger buffers keep faulting). Numbers
-  do not change, only speed; the price is that a process keeps the memory it freed.
-
-  Nothing is changed with SINGLESEG_KEEP_MEMORY=0, off glibc, or where the
-  environment already tunes glibc's allocator (a MALLOC_* variable or a
-  glibc.malloc tunable, as `--malloc_tune`'s re-exec sets): those settings stand.
-  """
-  global _memory_kept
-  tuned = (any(k.startswith("MALLOC_") for k in os.environ)
-           or "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", ""))
-  if os.environ.get(KEEP_MEMORY_ENV, "1") == "0" or tuned or sys.platform != "linux":
-    return False
-  try:
-    import ctypes  # noqa: PLC0415 (a Python without _ctypes keeps glibc's defaults)
-    libc = ctypes.CDLL(None)
-    libc.gnu_get_libc_version  # noqa: B018 (glibc only: musl's mallopt does nothing)
-    mallopt = libc.mallopt
-  except (ImportError, OSError, AttributeError):
-    return False
-  mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
-  _memory_kept = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
-  return _memory_kept
-
-
-def freed_memory_kept() -> bool:
-  """Whether `keep_freed_memory` took effect in this process (recorded with timings)."""
-  return _memory_kept
-
-
 def time_calls(call: Callable[[], Any], *, seconds: float, rounds: int = 3,
                warmup: int = 2) -> Timing:
   """Calls `call()` (which must return what to wait for) for `seconds` in `rounds` rounds.
@@ -329,8 +284,7 @@ KEYS = ("impl", "layer", "platform", "device_kind", "num_devices", "devices_used
         "infer_gflops_per_s", "infer_mfu", "infer_xla_flops", "infer_analytic_over_xla",
         "epoch_pairs", "epoch_steps", "epoch_s", "epoch_samples_per_s", "epoch_compile_s",
         "epoch_gflops_per_s", "epoch_mfu", "epoch_note", "malloc_tune", "malloc_keep",
-        "peer_env",
-        "loadavg")
+        "peer_env", "loadavg")
 
 
 def parse_mode(mode: str) -> tuple[str, ...]:

@@ -25,6 +25,7 @@ from absl.testing import flagsaver
 from flax import nnx
 
 import singleseg_jax as ss
+from singleseg_jax import memory
 from singleseg_jax import speed as bm
 from singleseg_jax.paper.layers import conv_transpose_reference
 from experiments import benchmark
@@ -336,9 +337,9 @@ def test_layer_forms_times_every_layer_in_chunks():
 
 
 _FAULTS_SCRIPT = """
-import resource, sys
-from singleseg_jax import speed
-kept = speed.keep_freed_memory()
+import resource
+from singleseg_jax import memory
+kept = memory.keep_freed_memory()
 def cycle():  # a 64 MiB block, as big as XLA's scratch buffer of a cat step, touched and freed
   block = bytearray(64 << 20)
   block[::4096] = b"x" * len(block[::4096])
@@ -354,11 +355,11 @@ print(kept, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's mallopt")
 def test_kept_memory_serves_a_large_block_again_without_page_faults():
   # Without it glibc maps a block this large afresh on every allocation, so every page
-  # faults again; with it the freed block is reused (speed.keep_freed_memory).
+  # faults again; with it the freed block is reused (memory.keep_freed_memory).
   def faults(keep, **tuned):
     env = {k: v for k, v in os.environ.items()  # no allocator settings of the caller's
            if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"}
-    env.update(tuned, **{bm.KEEP_MEMORY_ENV: keep})
+    env.update(tuned, **{memory.KEEP_MEMORY_ENV: keep})
     out = subprocess.run([sys.executable, "-c", _FAULTS_SCRIPT], env=env, check=True,
                          capture_output=True, text=True, cwd=ROOT).stdout.split()
     return out[0] == "True", int(out[1])

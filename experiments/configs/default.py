@@ -53,7 +53,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.fresh_data = False     # True: new masks and noise for training every epoch
   config.batch_size = 50
   # Samples per gradient chunk of the paper and encdec nets (snap's small graph net
-  # ignores it, though it must still divide batch_size): a step's gradient is the mean
+  # ignores it): a step's gradient is the mean
   # over chunks of this many samples, one after the other, the same update up to float
   # rounding. 0 is auto: chunks of 10 on CPU when the batch's backward working set
   # overflows the cache (a chunk's then stays in it; train.resolve_microbatch); the
