@@ -4,8 +4,31 @@ import os
 # Two virtual CPU devices so the sharding tests run on any machine; set before jax loads.
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
 
+import shutil
+import tempfile
+
 import numpy as np
 import pytest
+
+
+def pytest_configure(config):
+  """One persistent XLA compilation cache for the whole session: its workers and the
+  mains the tests start compile the same small programs again and again (the smoke
+  configs on the same photo), and reading them back is most of the suite's time saved.
+  The controller makes it before xdist starts the workers, which inherit the variable;
+  it starts empty, so every program still compiles at least once in each run. A cache
+  the caller set is used as it is."""
+  if hasattr(config, "workerinput") or "JAX_COMPILATION_CACHE_DIR" in os.environ:
+    return
+  config._jax_cache_dir = tempfile.mkdtemp(prefix="singleseg-jax-xla-cache-")
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = config._jax_cache_dir
+  # Cache every program: most of these compile in well under jax's default 1 s floor.
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+
+
+def pytest_unconfigure(config):
+  if getattr(config, "_jax_cache_dir", None):
+    shutil.rmtree(config._jax_cache_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
