@@ -22,6 +22,9 @@ flags.DEFINE_integer("grabcut_iterations", baselines.DEFAULT_ITERATIONS, "GrabCu
 flags.DEFINE_float("trimap_band", baselines.DEFAULT_BAND,
                    "GrabCut's probable-background band in pixels at 100x100 (x side/100 at "
                    "full size).")
+flags.DEFINE_float("edge_band", baselines.DEFAULT_EDGE_BAND,
+                   "How far edgeband_grabcut_full may move the net's boundary, in pixels at "
+                   "100x100 (x side/100 at full size).")
 
 
 def main(argv):
@@ -30,7 +33,7 @@ def main(argv):
       FLAGS.config, FLAGS.data_dir, FLAGS.out, settings=cli.outline_settings(),
       methods=FLAGS.methods, crop=FLAGS.crop, max_images=FLAGS.max_images,
       tolerance=FLAGS.bf_tolerance,
-      iterations=FLAGS.grabcut_iterations, band=FLAGS.trimap_band,
+      iterations=FLAGS.grabcut_iterations, band=FLAGS.trimap_band, edge_band=FLAGS.edge_band,
       command=" ".join(["python -m experiments.evaluate"] + sys.argv[1:]))
   print(f"{FLAGS.out}: {counts['ok']} image(s) evaluated, {counts['skipped']} skipped, "
         f"{counts['failed']} failed; see summary.md")

@@ -80,6 +80,35 @@ def test_union_grabcut_lets_the_net_extend_a_tight_outline():
   np.testing.assert_array_equal(baselines.union_grabcut(img, tight, np.zeros_like(tight), band=5), alone)
 
 
+def test_edge_band_grabcut_keeps_unlike_parts_and_fixes_only_edges():
+  """The net's deep interior stays, even a part coloured like the background, which
+  the union hybrid drops; its boundary moves to the object's, but never past the band."""
+  pytest.importorskip("cv2")
+  img, obj = synthetic(240, 240, r=60)
+  yy, xx = np.mgrid[:240, :240]
+  part = obj & (np.abs(yy - 120) < 12) & (np.abs(xx - 120) < 30)  # a stripe of the object
+  img[part] = img[~obj][:part.sum()]                              # in the background's colours
+  net = outlines.offset_mask(obj, 6)   # the right selection, its edge 6 px off
+  got = baselines.edge_band_grabcut(img, net, band=10)
+  assert got[part].all() and metrics.iou(got, obj) > 0.97 > metrics.iou(net, obj)
+  assert not (got & ~geometry.within_distance(net, 10)).any()
+  assert got[net & ~geometry.within_distance(~net, 10)].all()
+  union = baselines.union_grabcut(img, net, net, band=10)
+  assert union[part].mean() < 0.5 and metrics.iou(union, obj) < metrics.iou(got, obj)
+  np.testing.assert_array_equal(baselines.edge_band_grabcut(img, net, band=0), net)
+
+
+def test_superpixel_vote_takes_what_the_outline_mostly_covers():
+  labels = np.repeat(np.repeat(np.arange(4).reshape(2, 2), 10, 0), 10, 1)  # four 10x10
+  outline = np.zeros((20, 20), bool)
+  outline[:10, :6] = True    # 60% of superpixel 0
+  outline[10:, 10:14] = True  # 40% of superpixel 3
+  want = labels == 0
+  np.testing.assert_array_equal(baselines.superpixel_vote(labels, outline), want)
+  with pytest.raises(InputError, match="do not fit"):
+    baselines.superpixel_vote(labels[:10], outline)
+
+
 def test_grabcut_without_opencv_says_how_to_install(monkeypatch):
   monkeypatch.setitem(sys.modules, "cv2", None)
   with pytest.raises(InputError, match=r"singleseg-jax\[eval\]"):

@@ -11,8 +11,11 @@
   with `band=b` the pixels outside within b pixels of the outline are probable
   background and the rest background (the trimap variant). `band` is in pixels of the
   image GrabCut runs on: callers pass `DEFAULT_BAND * side / 100`. `union_grabcut` starts
-  the trimap variant from the outline united with a net's mask. OpenCV is the optional
-  `eval` extra (`pip install 'singleseg-jax[eval]'`), imported only when called.
+  the trimap variant from the outline united with a net's mask; `edge_band_grabcut`
+  lets GrabCut move a net's answer only within a band along its boundary. OpenCV is the
+  optional `eval` extra (`pip install 'singleseg-jax[eval]'`), imported only when called.
+- `superpixel_vote`: each superpixel taken when the outline covers at least half of
+  it: the selection the snap variant makes without its net.
 """
 from __future__ import annotations
 
@@ -31,6 +34,11 @@ UPSAMPLING = ("nearest", "bicubic")
 #: development images for GrabCut alone and for the hybrid (the README's tables).
 DEFAULT_BAND = 8.0
 DEFAULT_ITERATIONS = 3
+#: `edge_band_grabcut`'s band in pixels of the 100x100 frame, set by reasoning, not
+#: swept: half the side of one of snap's 100 superpixels of the 100x100 image (about
+#: 10 px across), as far as a superpixel that straddles the object's edge can put the
+#: net's boundary off it.
+DEFAULT_EDGE_BAND = 5.0
 EVAL_EXTRA_HINT = "pip install 'singleseg-jax[eval]' (or pip install opencv-python-headless)"
 
 
@@ -142,3 +150,33 @@ def union_grabcut(image, outline, net_mask, *, band: float, iterations: int = DE
   start = _mask(outline) | _mask(net_mask, "net mask")
   return grabcut(image, start, band=band, iterations=iterations, seed=seed,
                  sure_fg=sure_fg, sure_bg=sure_bg)
+
+
+def edge_band_grabcut(image, mask, *, band: float, iterations: int = DEFAULT_ITERATIONS,
+                      seed: int = 0) -> np.ndarray:
+  """GrabCut that may move `mask`'s boundary by at most `band` pixels (of `image`): the
+  mask's pixels deeper inside than `band` are sure foreground, those outside it farther
+  than `band` sure background, and GrabCut labels only the band between (probable
+  foreground inside the mask, probable background outside).
+
+  Unlike `union_grabcut`, it keeps the parts a net selected whole even where their
+  colours are unlike the rest of the object (GrabCut's colour models drop those), and
+  refines only the net's edges, which follow superpixels rather than the image.
+  """
+  m = _mask(mask, "net mask")
+  core = m & ~within_distance(~m, band) if (~m).any() else m
+  return grabcut(image, m, band=band, iterations=iterations, seed=seed, sure_fg=core)
+
+
+def superpixel_vote(labels, outline) -> np.ndarray:
+  """bool (H, W): every superpixel of `labels` (integer (H, W), as
+  `snap.regions.superpixels`) that `outline` covers at least half of."""
+  labels = np.asarray(labels)
+  m = _mask(outline)
+  if labels.shape != m.shape or not np.issubdtype(labels.dtype, np.integer):
+    raise InputError(f"superpixel labels {labels.shape} ({labels.dtype}) do not fit the "
+                     f"outline {m.shape}")
+  k = int(labels.max()) + 1
+  covered = np.bincount(labels.ravel(), m.ravel().astype(np.float64), k)
+  area = np.maximum(np.bincount(labels.ravel(), None, k), 1)
+  return (covered / area >= 0.5)[labels]

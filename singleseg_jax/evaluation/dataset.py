@@ -37,6 +37,12 @@ background, 128 an uncertain band that no metric counts). Per image:
                           its time adds the net's)
      union_grabcut_full   the same started from the outline united with the net's
                           mask (the net may only extend the outline; GrabCut trims)
+     edgeband_grabcut_full  GrabCut that may move the net's full-resolution boundary
+                          by at most `edge_band` pixels at 100x100: sure foreground
+                          deeper inside, sure background farther outside (needs `net`)
+     outline_superpixels  the superpixels of snap's (config.snap_segments, 100x100)
+                          that the outline covers at least half of: snap's selection
+                          without its net
    Full-resolution outlines are the same polygons scaled by side/size and rasterised
    at full size.
 5. Scores on the 100x100 crop and on the original crop: IoU and boundary F (tolerance
@@ -155,14 +161,15 @@ def _evaluate_one(name, image_path, mask_path, config, crop, settings, methods, 
 def evaluate_dataset(config, data_dir: str, out: str, *, settings, methods, crop: str = "center",
                      max_images: int = 0, tolerance: float = protocol.BF_TOLERANCE,
                      iterations: int = baselines.DEFAULT_ITERATIONS,
-                     band: float = baselines.DEFAULT_BAND, command: str = "") -> dict:
+                     band: float = baselines.DEFAULT_BAND,
+                     edge_band: float = baselines.DEFAULT_EDGE_BAND, command: str = "") -> dict:
   """Runs the evaluation (module docstring) and writes its files to `out`; returns the
   counts of images evaluated, skipped and failed. Checks every argument first."""
   methods = check_methods(methods)
   options = run.fit_options(config)  # validates the schedule before any work
   image_lib.crop_square(np.zeros((image_lib.MIN_SIDE,) * 2 + (3,), np.uint8), crop)
-  if band < 0 or tolerance < 0:
-    raise InputError("--trimap_band and --bf_tolerance must be >= 0")
+  if band < 0 or tolerance < 0 or edge_band < 0:
+    raise InputError("--trimap_band, --edge_band and --bf_tolerance must be >= 0")
   if not isinstance(iterations, int) or iterations < 1:
     raise InputError(f"--grabcut_iterations must be a positive integer, got {iterations!r}")
   images = find_images(data_dir)
@@ -170,7 +177,8 @@ def evaluate_dataset(config, data_dir: str, out: str, *, settings, methods, crop
     images = images[:max_images]
   os.makedirs(out, exist_ok=True)
   variant = options.variant_impl
-  opts = protocol.options(variant.name, tolerance=tolerance, iterations=iterations, band=band)
+  opts = protocol.options(variant.name, tolerance=tolerance, iterations=iterations, band=band,
+                          edge_band=edge_band, segments=config.snap_segments)
   meta = {"command": command, "data": os.path.abspath(data_dir), "crop": crop,
           "net variant": variant.name,
           "fit schedule": (f"{variant.describe(options)}, at most {config.num_epochs} epochs "
@@ -183,6 +191,7 @@ def evaluate_dataset(config, data_dir: str, out: str, *, settings, methods, crop
           "boundary F tolerance": f"{tolerance:g} px at 100x100 (x side/100 full)",
           "GrabCut": (f"{iterations} iterations; probable-background band {band:g} px at "
                       "100x100 (x side/100 full)"),
+          "edge band": f"{edge_band:g} px at 100x100 (x side/100 full; edgeband_grabcut_full)",
           "device": jax.devices()[0].device_kind}
   results_path = os.path.join(out, "results.csv")
   images_path = os.path.join(out, "images.csv")

@@ -29,10 +29,12 @@ from singleseg_jax.evaluation import outlines as O
 from singleseg_jax.fit import fit
 from singleseg_jax.progress import Progress
 from singleseg_jax.segment import segment
+from singleseg_jax.snap.net import graph_of
 
-METHODS = ("net", "outline", "thumbnail_nearest", "thumbnail_bicubic", "grabcut_100",
-           "grabcut_full", "grabcut_trimap_full", "net_grabcut_full", "union_grabcut_full")
-HYBRID_METHODS = ("net_grabcut_full", "union_grabcut_full")
+METHODS = ("net", "outline", "outline_superpixels", "thumbnail_nearest", "thumbnail_bicubic",
+           "grabcut_100", "grabcut_full", "grabcut_trimap_full", "net_grabcut_full",
+           "union_grabcut_full", "edgeband_grabcut_full")
+HYBRID_METHODS = ("net_grabcut_full", "union_grabcut_full", "edgeband_grabcut_full")
 CV2_METHODS = frozenset({"grabcut_100", "grabcut_full", "grabcut_trimap_full",
                          *HYBRID_METHODS})
 MIN_OBJECT_FRACTION = 0.01
@@ -41,9 +43,12 @@ BF_TOLERANCE = 2.0
 
 
 def options(variant: str, *, tolerance: float = BF_TOLERANCE,
-            iterations: int = B.DEFAULT_ITERATIONS, band: float = B.DEFAULT_BAND) -> dict:
-  """The options `evaluate_image` and `mean_net_iou` read (lengths at 100x100)."""
-  return {"tolerance": tolerance, "iterations": iterations, "band": band, "variant": variant}
+            iterations: int = B.DEFAULT_ITERATIONS, band: float = B.DEFAULT_BAND,
+            edge_band: float = B.DEFAULT_EDGE_BAND, segments: int = 100) -> dict:
+  """The options `evaluate_image` and `mean_net_iou` read (lengths at 100x100;
+  `segments`: superpixels of `outline_superpixels`, the snap config's)."""
+  return {"tolerance": tolerance, "iterations": iterations, "band": band,
+          "edge_band": edge_band, "segments": segments, "variant": variant}
 
 
 class Setting(NamedTuple):
@@ -205,7 +210,7 @@ def evaluate_image(case: Case, net, settings, methods, opts, fit_info) -> tuple[
   size = case.small.object.shape[0]
   side = case.full.object.shape[0]
   tol_small, tol_full = (image_lib.frame_length(opts["tolerance"], s) for s in (size, side))
-  rows, skipped = [], []
+  rows, skipped, superpixels = [], [], None
   for s in settings:
     try:
       out = simulated_outline(case, s)
@@ -227,13 +232,23 @@ def evaluate_image(case: Case, net, settings, methods, opts, fit_info) -> tuple[
             image_lib.resize_mask(net_answer[0], (side, side))
         start = net_full | outline_full if method == "union_grabcut_full" else net_full
         t0 = time.perf_counter()
-        full = B.grabcut(case.crop, start, band=band, iterations=opts["iterations"]) \
-            if method == "net_grabcut_full" else \
-            B.union_grabcut(case.crop, outline_full, net_full, band=band,
-                            iterations=opts["iterations"])
+        if method == "net_grabcut_full":
+          full = B.grabcut(case.crop, start, band=band, iterations=opts["iterations"])
+        elif method == "union_grabcut_full":
+          full = B.union_grabcut(case.crop, outline_full, net_full, band=band,
+                                 iterations=opts["iterations"])
+        else:
+          full = B.edge_band_grabcut(case.crop, net_full, band=full_band(case, opts["edge_band"]),
+                                     iterations=opts["iterations"])
         small, seconds = None, time.perf_counter() - t0 + net_answer[2]
         note = "grabcut cannot run: answered its start mask" \
             if B.grabcut_degenerate(B.grabcut_init(start, band)) else ""
+      elif method == "outline_superpixels":
+        t0 = time.perf_counter()
+        if superpixels is None:  # snap's own (cached per image): no outline changes them
+          superpixels = np.asarray(graph_of(case.prep.image, opts["segments"]).labels)
+        small, full, note = B.superpixel_vote(superpixels, out.mask), None, ""
+        seconds = time.perf_counter() - t0
       else:
         small, full, seconds, note = run_method(method, case, out.mask, outline_full, net, opts)
       if method == "net":
