@@ -72,6 +72,7 @@ class FitOptions:
   snap_rounds: int = 3       # message-passing rounds
   snap_steps: int = 25       # updates per epoch (each on a fresh batch of batch_size)
   snap_parts: int = 1        # at most this many colour-coherent parts per training region
+  snap_edge_offset: bool = False  # the outline's offset estimated from the image's edges
   encdec_hidden: int = 16    # the encoder's channels
   encdec_layers: int = 2     # 3x3 convs on the encoder's code (the last one to in_channels)
   epochs_per_sync: int = 1   # epochs run on the device between two host syncs
@@ -86,6 +87,8 @@ class FitOptions:
     if not isinstance(self.epochs_per_sync, int) or self.epochs_per_sync < 1:
       raise InputError(f"epochs_per_sync must be a positive integer, got "
                        f"{self.epochs_per_sync!r}")
+    if not isinstance(self.snap_edge_offset, bool):
+      raise InputError(f"snap_edge_offset must be True or False, got {self.snap_edge_offset!r}")
     if not isinstance(self.snap_rounds, int) or self.snap_rounds < 0:
       raise InputError(f"snap_rounds must be an integer >= 0, got {self.snap_rounds!r}")
     check_layer(self.layer)

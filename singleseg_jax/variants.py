@@ -228,6 +228,7 @@ class Snap(Variant):
 
   def init(self, key, options):
     model = snap_net.SnapNet(options.snap_hidden, options.snap_rounds, options.snap_segments,
+                             edge_offset=options.snap_edge_offset,
                              rngs=nnx.Rngs(params=model_key(key)))
     return TrainState.create(model, make_optimizer(options.learning_rate, options.l2))
 
@@ -243,8 +244,8 @@ class Snap(Variant):
                                                         options.train_fraction)
     if n_val < 1:
       raise InputError(f"train_fraction {options.train_fraction} leaves no val pairs")
-    val = jax.jit(snap_net.sample_batch, static_argnums=(2, 3))(data_key(key), graph, n_val,
-                                                               self.prior(options))
+    val = jax.jit(snap_net.sample_batch, static_argnums=(2, 3, 4))(
+        data_key(key), graph, n_val, self.prior(options), options.snap_edge_offset)
     return graph, val
 
   @functools.lru_cache(maxsize=16)
@@ -255,7 +256,7 @@ class Snap(Variant):
     def run_epoch(ts, data, epoch):
       return snap_net.region_epoch(ts, data["graph"], shuffle_key(data["key"], epoch),
                                    steps=options.snap_steps, batch_size=options.batch_size,
-                                   prior=prior)
+                                   prior=prior, edge_offset=options.snap_edge_offset)
 
     def run_val(ts, data):
       return snap_net.region_scores(ts, data["graph"], data["val"])
@@ -290,7 +291,8 @@ class Snap(Variant):
             f"{options.snap_rounds} rounds, {options.snap_steps} updates of batch "
             f"{options.batch_size} per epoch, {options.num_samples} pairs"
             + (f", regions of up to {options.snap_parts} parts"
-               if options.snap_parts > 1 else ""))
+               if options.snap_parts > 1 else "")
+            + (", outline offset from edges" if options.snap_edge_offset else ""))
 
 
 @jax.jit

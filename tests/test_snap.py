@@ -43,6 +43,18 @@ def test_node_features_see_the_outline(image, disc):
   for j in np.unique(labels)[:20]:
     np.testing.assert_allclose(cover[j], disc[labels == j].mean(), atol=1e-5)
   np.testing.assert_allclose(float(nodes.inside.sum()), disc.sum(), rtol=1e-5)
+  # With the offset estimate: the same features first, then three more. Of an outline
+  # grown or shrunk by d, the cover of the outline moved by the estimate is the
+  # disc's own: the disc's edge is the strongest the outline can be moved onto.
+  with_edges = snap.node_features(graph, jnp.asarray(disc), True)
+  assert with_edges.features.shape == (k, snap.num_features(True))
+  np.testing.assert_array_equal(with_edges.features[:, :snap.NUM_FEATURES], nodes.features)
+  truth = np.array([disc[labels == j].mean() for j in range(k)])
+  sdf = np.asarray(regions.signed_distance(jnp.asarray(disc), 20.0))
+  for d in (-4, 4, 8):
+    f = np.asarray(snap.node_features(graph, jnp.asarray(sdf < d), True).features)
+    raw, moved = (np.abs(f[:, i] - truth).mean() for i in (0, snap.NUM_FEATURES))
+    assert moved < 0.04 and moved < raw / 2, (d, raw, moved)
 
 
 def test_snap_net_shapes_and_batch(image):
@@ -85,7 +97,7 @@ def test_snap_fit_resumes_to_the_same_params(image):
 
 @pytest.mark.parametrize("field,value", [("variant", "unet"), ("snap_segments", 0),
                                          ("snap_rounds", -1), ("snap_steps", 1.5),
-                                         ("snap_parts", 0)])
+                                         ("snap_parts", 0), ("snap_edge_offset", 1)])
 def test_bad_snap_options_are_input_errors(field, value):
   with pytest.raises(ss.InputError, match=field.split("_")[0]):
     FitOptions(**{field: value})
@@ -107,16 +119,19 @@ def test_paper_variant_is_unchanged_by_the_snap_code():
   np.testing.assert_allclose(state.plateau.best, 3302.617919921875, rtol=1e-5)
 
 
-@pytest.mark.parametrize("segments,hidden,rounds", [(49, 8, 0), (144, 16, 2)])
-def test_each_snap_switch_builds_and_trains(image, segments, hidden, rounds):
+@pytest.mark.parametrize("segments,hidden,rounds,edge_offset",
+                         [(49, 8, 0, False), (144, 16, 2, True)])
+def test_each_snap_switch_builds_and_trains(image, segments, hidden, rounds, edge_offset):
   opts = FitOptions(**{**OPTIONS.__dict__, "snap_segments": segments, "snap_hidden": hidden,
                        "snap_rounds": rounds, "snap_steps": 2, "num_epochs": 1,
-                       "batch_size": 8})
+                       "batch_size": 8, "snap_edge_offset": edge_offset})
   graph, val = variants.get("snap").fixed_data(jax.random.key(0), image, opts)
   assert graph.area.shape == (segments,) and graph.colour_kernels.shape[1:] == (segments,) * 2
   state = init_state(jax.random.key(0), opts)
   before = jax.tree.map(np.asarray, state.params)
-  state, m = snap.region_epoch(state, graph, jax.random.key(1), steps=2, batch_size=8)
+  assert val.nodes.features.shape[-1] == snap.num_features(edge_offset)
+  state, m = snap.region_epoch(state, graph, jax.random.key(1), steps=2, batch_size=8,
+                               edge_offset=edge_offset)
   assert int(state.step) == 2 and np.isfinite(float(m["loss"]))
   changed = [not np.allclose(a, np.asarray(b)) for a, b in
              zip(jax.tree.leaves(before), jax.tree.leaves(state.params))]

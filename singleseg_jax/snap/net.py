@@ -17,6 +17,12 @@ GrabCut's, but learnt. `rounds` rounds of message passing mix each superpixel wi
 its neighbours and with the pooled inside/outside summaries. Output: one logit per
 superpixel, painted back onto its pixels. The loss is binary cross-entropy weighted by
 superpixel area (so it counts pixels).
+
+With `edge_offset` (`config.snap_edge_offset`), the net also sees an estimate, from
+the image, of how far off the outline was drawn (`edge_offset_features`): of the
+outline moved by t = EDGE_OFFSETS px, the one whose border runs along the strongest
+colour edges between superpixels. Without it, the net cannot tell an outline on the
+object's edge from one a few pixels outside and hedges between them.
 """
 from __future__ import annotations
 
@@ -37,6 +43,15 @@ SDF_SCALE = 16.0
 COLOUR_WIDTHS = (8.0, 20.0)   # Lab units
 NEAR_OUTSIDE = 0.75           # "just outside": mean signed distance < 0.75 * SDF_SCALE
 NUM_FEATURES = 4 + 3 * len(COLOUR_WIDTHS) + 3 + 2
+#: The outline offsets (px, > 0: drawn outside the object) `edge_offset_features` tries:
+#: the training outlines' range (`regions.RegionPrior`, -6..10) and 2 px beyond.
+EDGE_OFFSETS = tuple(float(t) for t in range(-8, 13))
+EDGE_OFFSET_FEATURES = 3
+
+
+def num_features(edge_offset: bool = False) -> int:
+  """Features per superpixel that `node_features` gives."""
+  return NUM_FEATURES + EDGE_OFFSET_FEATURES * bool(edge_offset)
 
 
 class Graph(NamedTuple):
@@ -82,14 +97,47 @@ def graph_of(image: np.ndarray, num_segments: int) -> Graph:
 
 class Nodes(NamedTuple):
   """Per-superpixel inputs of the graph net for one outline."""
-  features: jax.Array   # (K, NUM_FEATURES)
+  features: jax.Array   # (K, num_features(edge_offset))
   inside: jax.Array     # (K,) pixels of each superpixel inside the outline
   near: jax.Array       # (K,) pixels just outside the outline
 
 
-def node_features(graph: Graph, outline) -> Nodes:
-  """What the net sees of one (S, S) bool outline, per superpixel."""
-  sdf = regions.signed_distance(outline, SDF_SCALE).reshape(-1) / SDF_SCALE
+def superpixel_edges(graph: Graph):
+  """(S, S): the Lab distance between a pixel's superpixel and its 4-neighbours' (the
+  largest), 0 inside a superpixel: the image's edges as the superpixels draw them."""
+  lab = graph.colour[graph.labels]
+  dy = jnp.linalg.norm(lab[1:] - lab[:-1], axis=-1)
+  dx = jnp.linalg.norm(lab[:, 1:] - lab[:, :-1], axis=-1)
+  e = jnp.zeros(graph.labels.shape, jnp.float32)
+  return e.at[1:].max(dy).at[:-1].max(dy).at[:, 1:].max(dx).at[:, :-1].max(dx)
+
+
+def edge_offset_features(graph: Graph, sdf):
+  """(K, EDGE_OFFSET_FEATURES) from the outline's signed distance `sdf` (S, S, px):
+  with t* the offset of EDGE_OFFSETS whose level set sdf = -t* (the outline moved
+  inward by t*) has the strongest mean `superpixel_edges` on its inner border, each
+  superpixel's share inside that moved outline, its mean signed distance to it (/16
+  px), and the estimate's confidence (peak over mean edge strength, less 1, /4).
+
+  A hard argmax: the offsets are inputs, not learnt, and the net learns from this
+  image's own training outlines how far to trust it."""
+  offsets = jnp.asarray(EDGE_OFFSETS, jnp.float32)[:, None, None]
+  ring = (sdf[None] >= -offsets - 1) & (sdf[None] < -offsets)
+  score = (ring * superpixel_edges(graph)[None]).sum((1, 2)) / jnp.maximum(ring.sum((1, 2)), 1)
+  t = offsets[jnp.argmax(score), 0, 0]
+  area = jnp.maximum(graph.area, 1.0)
+  moved = (sdf < -t).astype(jnp.float32).reshape(-1)
+  cover = (moved @ graph.onehot) / area
+  shifted = jnp.clip(((sdf.reshape(-1) + t) / SDF_SCALE) @ graph.onehot / area, -1.0, 1.0)
+  confidence = (score.max() / (score.mean() + 1e-3) - 1) / 4
+  return jnp.stack([cover, shifted, jnp.broadcast_to(confidence, cover.shape)], -1)
+
+
+def node_features(graph: Graph, outline, edge_offset: bool = False) -> Nodes:
+  """What the net sees of one (S, S) bool outline, per superpixel (`edge_offset`: with
+  `edge_offset_features` last)."""
+  sdf_px = regions.signed_distance(outline, SDF_SCALE)
+  sdf = sdf_px.reshape(-1) / SDF_SCALE
   o = jnp.asarray(outline, jnp.float32).reshape(-1)
   area = jnp.maximum(graph.area, 1.0)
   cover = (o @ graph.onehot) / area
@@ -105,8 +153,10 @@ def node_features(graph: Graph, outline) -> Nodes:
     a_in = kernel @ inside / jnp.maximum(inside.sum(), 1.0)
     a_out = kernel @ near / jnp.maximum(near.sum(), 1.0)
     feats += [a_in, a_out, a_in / (a_in + a_out + 1e-3)]
-  x = jnp.concatenate([jnp.stack(feats, -1), graph.colour / 100.0, graph.position], -1)
-  return Nodes(x, inside, near)
+  parts = [jnp.stack(feats, -1), graph.colour / 100.0, graph.position]
+  if edge_offset:
+    parts.append(edge_offset_features(graph, sdf_px))
+  return Nodes(jnp.concatenate(parts, -1), inside, near)
 
 
 def _pooled(weights, h):
@@ -117,14 +167,15 @@ class SnapNet(nnx.Module):
   """Graph net: node features -> one logit per superpixel."""
 
   def __init__(self, hidden: int = 64, rounds: int = 3, num_segments: int = 100, *,
-               rngs: nnx.Rngs):
+               edge_offset: bool = False, rngs: nnx.Rngs):
     if not isinstance(hidden, int) or hidden < 1:
       raise InputError(f"snap hidden must be a positive integer, got {hidden!r}")
     if not isinstance(rounds, int) or rounds < 0:
       raise InputError(f"snap rounds must be an integer >= 0, got {rounds!r}")
     self.hidden, self.rounds = hidden, rounds
     self.num_segments = num_segments  # of the graph it was fitted on (`make_graph`)
-    self.embed = nnx.Linear(NUM_FEATURES, hidden, rngs=rngs)
+    self.edge_offset = bool(edge_offset)  # which features it takes (`node_features`)
+    self.embed = nnx.Linear(num_features(edge_offset), hidden, rngs=rngs)
     self.mix = nnx.List([nnx.Linear(4 * hidden, hidden, rngs=rngs) for _ in range(rounds)])
     self.update = nnx.List([nnx.Linear(hidden, hidden, rngs=rngs) for _ in range(rounds)])
     self.head = nnx.Linear(hidden, 1, rngs=rngs)
@@ -147,8 +198,10 @@ class Batch(NamedTuple):
 
 
 def sample_batch(key: jax.Array, graph: Graph, size: int,
-                 prior: regions.RegionPrior = regions.RegionPrior()) -> Batch:
-  """`size` (sloppy outline, region) pairs drawn from the image's own superpixels."""
+                 prior: regions.RegionPrior = regions.RegionPrior(),
+                 edge_offset: bool = False) -> Batch:
+  """`size` (sloppy outline, region) pairs drawn from the image's own superpixels, with
+  the node features of a net with `edge_offset`."""
   sp = regions.Superpixels(graph.labels, graph.neighbours > 0, graph.colour, graph.area)
 
   def one(k):
@@ -156,7 +209,8 @@ def sample_batch(key: jax.Array, graph: Graph, size: int,
     region = regions.sample_region(k_region, sp, prior)
     outline = regions.sloppy_outline(k_outline, region, prior)
     member = (region.reshape(-1).astype(jnp.float32) @ graph.onehot) > 0
-    return node_features(graph, outline), member.astype(jnp.float32), region, outline
+    return (node_features(graph, outline, edge_offset), member.astype(jnp.float32), region,
+            outline)
 
   nodes, member, region, outline = jax.vmap(one)(jax.random.split(key, size))
   return Batch(nodes, member, region, outline)
@@ -180,22 +234,23 @@ def probability(model: SnapNet, graph: Graph, outlines):
   """(..., S, S) foreground probability for (..., S, S) bool outlines."""
   outlines = jnp.asarray(outlines, bool)
   flat = outlines.reshape((-1,) + outlines.shape[-2:])
-  nodes = jax.vmap(lambda o: node_features(graph, o))(flat)
+  nodes = jax.vmap(lambda o: node_features(graph, o, model.edge_offset))(flat)
   p = jax.nn.sigmoid(logits(model, graph, nodes))
   return p[:, graph.labels].reshape(outlines.shape)
 
 
-@functools.partial(jax.jit, static_argnames=("steps", "batch_size", "pool", "prior"),
-                   donate_argnums=0)
+@functools.partial(jax.jit, static_argnames=("steps", "batch_size", "pool", "prior",
+                                             "edge_offset"), donate_argnums=0)
 def region_epoch(state, graph: Graph, key: jax.Array, *, steps: int, batch_size: int,
-                pool: int = 4, prior: regions.RegionPrior = regions.RegionPrior()):
+                pool: int = 4, prior: regions.RegionPrior = regions.RegionPrior(),
+                edge_offset: bool = False):
   """`steps` updates on batches drawn from a fresh pool of `pool * batch_size` pairs.
 
   Making pairs costs more than an update, so each epoch draws one pool (from
   `fold_in(key, 0)`) and every update a random batch of it (`fold_in(key, i + 1)`).
   Returns the new state and the mean metrics.
   """
-  data = sample_batch(jax.random.fold_in(key, 0), graph, pool * batch_size, prior)
+  data = sample_batch(jax.random.fold_in(key, 0), graph, pool * batch_size, prior, edge_offset)
 
   def body(state, i):
     idx = jax.random.choice(jax.random.fold_in(key, i + 1), pool * batch_size,
