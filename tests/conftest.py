@@ -1,8 +1,11 @@
 """Shared fixtures: a small synthetic photo, saved, and a smoke run fitted on it."""
 import os
 
-# Two virtual CPU devices so the sharding tests run on any machine; set before jax loads.
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+from helpers import TEST_XLA_FLAGS
+
+# Two virtual CPU devices so the sharding tests run on any machine, and XLA's fast
+# compile (TEST_XLA_FLAGS); set before jax loads, and inherited by the mains the tests start.
+os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count=2 {TEST_XLA_FLAGS}")
 
 import shutil
 import tempfile
