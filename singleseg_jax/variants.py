@@ -256,7 +256,7 @@ class Snap(Variant):
     def run_epoch(ts, data, epoch):
       return snap_net.region_epoch(ts, data["graph"], shuffle_key(data["key"], epoch),
                                    steps=options.snap_steps, batch_size=options.batch_size,
-                                   prior=prior, edge_offset=options.snap_edge_offset)
+                                   prior=prior)
 
     def run_val(ts, data):
       return snap_net.region_scores(ts, data["graph"], data["val"])

@@ -5,7 +5,8 @@ from helpers import TEST_XLA_FLAGS
 
 # Two virtual CPU devices so the sharding tests run on any machine, and XLA's fast
 # compile (TEST_XLA_FLAGS); set before jax loads, and inherited by the mains the tests start.
-os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count=2 {TEST_XLA_FLAGS}")
+os.environ["XLA_FLAGS"] = " ".join(
+    [os.environ.get("XLA_FLAGS", "--xla_force_host_platform_device_count=2"), TEST_XLA_FLAGS])
 
 import shutil
 import tempfile
@@ -32,6 +33,10 @@ def pytest_configure(config):
 def pytest_unconfigure(config):
   if getattr(config, "_jax_cache_dir", None):
     shutil.rmtree(config._jax_cache_dir, ignore_errors=True)
+    # A second session in this process (pytest.main twice) must not take the removed
+    # folder for a cache of the caller's.
+    if os.environ.get("JAX_COMPILATION_CACHE_DIR") == config._jax_cache_dir:
+      del os.environ["JAX_COMPILATION_CACHE_DIR"]
 
 
 @pytest.fixture(scope="session")

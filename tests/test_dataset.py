@@ -10,7 +10,7 @@ from PIL import Image
 
 from helpers import ROOT, synthetic
 from singleseg_jax import geometry
-from singleseg_jax.evaluation import outlines
+from singleseg_jax.evaluation import dataset, outlines
 
 
 def _write_set(root):
@@ -101,6 +101,17 @@ def test_evaluate_cli_bad_flags_are_one_line(tmp_path):
        f"--data_dir={tmp_path}", f"--out={tmp_path / 'o'}", "--methods=net_grabcut_full,net"],
       cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
   assert proc.returncode == 2 and "needs net listed before it" in proc.stderr
+
+
+@pytest.mark.parametrize("flag", ["band", "edge_band", "tolerance"])
+def test_a_length_that_is_not_a_finite_number_is_refused_before_any_write(tmp_path, flag):
+  from experiments.configs import default
+  from singleseg_jax import InputError
+  out = tmp_path / "out"
+  with pytest.raises(InputError, match="finite number >= 0, got nan"):
+    dataset.evaluate_dataset(default.get_config("runlocal"), str(tmp_path), str(out),
+                             settings=[], methods=["outline"], **{flag: float("nan")})
+  assert not out.exists()
 
 
 def test_lengths_are_pixels_of_the_100x100_frame_at_any_size(tmp_path):

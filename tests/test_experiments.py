@@ -141,7 +141,8 @@ def test_snap_variant_end_to_end(tmp_path, photo_path):
   workdir = str(tmp_path / "snap")
   info = run.train_and_evaluate(
       runlocal_config(photo_path, variant="snap", num_samples=40, batch_size=16, snap_steps=2,
-              snap_hidden=16, snap_rounds=1, num_epochs=2, learning_rate=3e-3), workdir)
+              snap_hidden=16, snap_rounds=1, num_epochs=2, learning_rate=3e-3,
+              snap_edge_offset=True), workdir)
   assert info["epochs"] == 2 and info["params"] > 0
   records = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
   assert [r["epoch"] for r in records] == [1, 2]

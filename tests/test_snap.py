@@ -44,17 +44,22 @@ def test_node_features_see_the_outline(image, disc):
     np.testing.assert_allclose(cover[j], disc[labels == j].mean(), atol=1e-5)
   np.testing.assert_allclose(float(nodes.inside.sum()), disc.sum(), rtol=1e-5)
   # With the offset estimate: the same features first, then three more. Of an outline
-  # grown or shrunk by d, the cover of the outline moved by the estimate is the
-  # disc's own: the disc's edge is the strongest the outline can be moved onto.
+  # grown or shrunk by d, the estimate is d (the disc's edge is the strongest the outline
+  # can be moved onto), so the moved outline's cover is the disc's own, and the deepest
+  # superpixels read fully inside it.
   with_edges = snap.node_features(graph, jnp.asarray(disc), True)
   assert with_edges.features.shape == (k, snap.num_features(True))
   np.testing.assert_array_equal(with_edges.features[:, :snap.NUM_FEATURES], nodes.features)
   truth = np.array([disc[labels == j].mean() for j in range(k)])
-  sdf = np.asarray(regions.signed_distance(jnp.asarray(disc), 20.0))
-  for d in (-4, 4, 8):
-    f = np.asarray(snap.node_features(graph, jnp.asarray(sdf < d), True).features)
-    raw, moved = (np.abs(f[:, i] - truth).mean() for i in (0, snap.NUM_FEATURES))
-    assert moved < 0.04 and moved < raw / 2, (d, raw, moved)
+  sdf = np.asarray(regions.signed_distance(jnp.asarray(disc), snap.EDGE_SDF_CAP))
+  for d in (-6, -2, 0, 4, 10):
+    outline = jnp.asarray(sdf < d)
+    t, _ = snap.edge_offset_estimate(graph, regions.signed_distance(outline, snap.EDGE_SDF_CAP))
+    assert float(t) == d
+    f = np.asarray(snap.node_features(graph, outline, True).features)
+    assert np.abs(f[:, snap.NUM_FEATURES] - truth).mean() < 0.02 and f[:, snap.NUM_FEATURES + 1].min() == -1
+  flat, _ = variants.get("snap").fixed_data(jax.random.key(0), np.full_like(image, 120), OPTIONS)
+  assert float(snap.edge_offset_estimate(flat, jnp.asarray(sdf))[0]) == 0  # no edges: no move
 
 
 def test_snap_net_shapes_and_batch(image):
@@ -130,8 +135,7 @@ def test_each_snap_switch_builds_and_trains(image, segments, hidden, rounds, edg
   state = init_state(jax.random.key(0), opts)
   before = jax.tree.map(np.asarray, state.params)
   assert val.nodes.features.shape[-1] == snap.num_features(edge_offset)
-  state, m = snap.region_epoch(state, graph, jax.random.key(1), steps=2, batch_size=8,
-                               edge_offset=edge_offset)
+  state, m = snap.region_epoch(state, graph, jax.random.key(1), steps=2, batch_size=8)
   assert int(state.step) == 2 and np.isfinite(float(m["loss"]))
   changed = [not np.allclose(a, np.asarray(b)) for a, b in
              zip(jax.tree.leaves(before), jax.tree.leaves(state.params))]

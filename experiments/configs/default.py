@@ -35,8 +35,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
                                 # (it shapes the val pairs too: val losses compare only
                                 # between runs with the same snap_parts)
   # Give the snap net an estimate of the outline's offset from the image's edges
-  # (snap/net.py edge_offset_features); False here, where runs from before it existed
-  # did without it; configs/snap.py turns it on.
+  # (snap/net.py edge_offset_features); configs/snap.py turns it on. False here, as
+  # FitOptions' default: what a saved run that lacks the key was fitted without.
   config.snap_edge_offset = False
   config.encdec_hidden = 16     # the encoder's channels
   config.encdec_layers = 2      # 3x3 convs on its 10x10 code, the last one to in_channels

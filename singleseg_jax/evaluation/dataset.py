@@ -57,6 +57,7 @@ keeps what it finished. A failure on one image is logged and listed; the rest go
 """
 from __future__ import annotations
 
+import math
 import os
 import time
 import traceback
@@ -168,8 +169,9 @@ def evaluate_dataset(config, data_dir: str, out: str, *, settings, methods, crop
   methods = check_methods(methods)
   options = run.fit_options(config)  # validates the schedule before any work
   image_lib.crop_square(np.zeros((image_lib.MIN_SIDE,) * 2 + (3,), np.uint8), crop)
-  if band < 0 or tolerance < 0 or edge_band < 0:
-    raise InputError("--trimap_band, --edge_band and --bf_tolerance must be >= 0")
+  for flag, v in (("trimap_band", band), ("edge_band", edge_band), ("bf_tolerance", tolerance)):
+    if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):  # NaN fails `v < 0`
+      raise InputError(f"--{flag} must be a finite number >= 0, got {v!r}")
   if not isinstance(iterations, int) or iterations < 1:
     raise InputError(f"--grabcut_iterations must be a positive integer, got {iterations!r}")
   images = find_images(data_dir)

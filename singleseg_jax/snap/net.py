@@ -45,7 +45,7 @@ NEAR_OUTSIDE = 0.75           # "just outside": mean signed distance < 0.75 * SD
 NUM_FEATURES = 4 + 3 * len(COLOUR_WIDTHS) + 3 + 2
 #: The outline offsets (px, > 0: drawn outside the object) `edge_offset_features` tries:
 #: the training outlines' range (`regions.RegionPrior`, -6..10) and 2 px beyond.
-EDGE_OFFSETS = tuple(float(t) for t in range(-8, 13))
+EDGE_OFFSETS = tuple(float(t) for t in range(-8, 13))  # consecutive integers (one bin each)
 EDGE_OFFSET_FEATURES = 3
 
 
@@ -112,23 +112,49 @@ def superpixel_edges(graph: Graph):
   return e.at[1:].max(dy).at[:-1].max(dy).at[:, 1:].max(dx).at[:, :-1].max(dx)
 
 
+#: How far the signed distance is measured for `edge_offset_features`: the outline
+#: moved by the largest offset must still see SDF_SCALE px of distance on each side.
+EDGE_SDF_CAP = SDF_SCALE + max(abs(t) for t in EDGE_OFFSETS)
+
+
+def edge_offset_estimate(graph: Graph, sdf):
+  """(t*, scores): of the outline moved inward by t in EDGE_OFFSETS (to sdf < -t; `sdf`
+  (S, S) the outline's signed distance in px, < 0 inside), the t whose border runs along
+  the strongest `superpixel_edges`, and every t's mean edge strength along it.
+
+  The border of a moved outline is the two pixel layers either side of its level set,
+  -t-1 <= sdf < -t+1: `superpixel_edges` marks both pixels of every edge, so a one-layer
+  border would score the layer just outside an object's edge as high as the one just
+  inside it, and the argmax would take the first. On a flat image every score is 0 and
+  t* is 0 (ties go to the smallest |t|)."""
+  # Each pixel lies in one layer, -t-1 <= sdf < -t for t = ceil(-sdf) - 1: sums per layer
+  # in one pass per outline, not one per offset (the other way cost ten seconds a fit).
+  first, n = int(EDGE_OFFSETS[0]) - 1, len(EDGE_OFFSETS) + 1   # one layer below the first
+  which = (jnp.ceil(-sdf) - 1 - first).reshape(-1)
+  which = jnp.where((which >= 0) & (which < n), which, n).astype(jnp.int32)
+  edges = superpixel_edges(graph).reshape(-1)
+  total = jax.ops.segment_sum(edges, which, n + 1)[:n]
+  count = jax.ops.segment_sum(jnp.ones_like(edges), which, n + 1)[:n]
+  # Offset t's border is layers t and t - 1.
+  score = (total[1:] + total[:-1]) / jnp.maximum(count[1:] + count[:-1], 1)
+  offsets = jnp.asarray(EDGE_OFFSETS, jnp.float32)
+  t = offsets[jnp.argmax(score - 1e-6 * jnp.abs(offsets))]
+  return t, score
+
+
 def edge_offset_features(graph: Graph, sdf):
-  """(K, EDGE_OFFSET_FEATURES) from the outline's signed distance `sdf` (S, S, px):
-  with t* the offset of EDGE_OFFSETS whose level set sdf = -t* (the outline moved
-  inward by t*) has the strongest mean `superpixel_edges` on its inner border, each
-  superpixel's share inside that moved outline, its mean signed distance to it (/16
-  px), and the estimate's confidence (peak over mean edge strength, less 1, /4).
+  """(K, EDGE_OFFSET_FEATURES) from the outline's signed distance `sdf` (S, S, px,
+  measured to EDGE_SDF_CAP): with t* from `edge_offset_estimate`, each superpixel's
+  share inside the outline moved by t*, its mean signed distance to that (/SDF_SCALE px,
+  clipped to +-1), and the estimate's confidence (peak over mean score, less 1, /4).
 
   A hard argmax: the offsets are inputs, not learnt, and the net learns from this
   image's own training outlines how far to trust it."""
-  offsets = jnp.asarray(EDGE_OFFSETS, jnp.float32)[:, None, None]
-  ring = (sdf[None] >= -offsets - 1) & (sdf[None] < -offsets)
-  score = (ring * superpixel_edges(graph)[None]).sum((1, 2)) / jnp.maximum(ring.sum((1, 2)), 1)
-  t = offsets[jnp.argmax(score), 0, 0]
+  t, score = edge_offset_estimate(graph, sdf)
   area = jnp.maximum(graph.area, 1.0)
-  moved = (sdf < -t).astype(jnp.float32).reshape(-1)
-  cover = (moved @ graph.onehot) / area
-  shifted = jnp.clip(((sdf.reshape(-1) + t) / SDF_SCALE) @ graph.onehot / area, -1.0, 1.0)
+  flat = sdf.reshape(-1)
+  moved = jnp.stack([(flat < -t).astype(jnp.float32), (flat + t) / SDF_SCALE]) @ graph.onehot
+  cover, shifted = moved[0] / area, jnp.clip(moved[1] / area, -1.0, 1.0)
   confidence = (score.max() / (score.mean() + 1e-3) - 1) / 4
   return jnp.stack([cover, shifted, jnp.broadcast_to(confidence, cover.shape)], -1)
 
@@ -136,8 +162,9 @@ def edge_offset_features(graph: Graph, sdf):
 def node_features(graph: Graph, outline, edge_offset: bool = False) -> Nodes:
   """What the net sees of one (S, S) bool outline, per superpixel (`edge_offset`: with
   `edge_offset_features` last)."""
-  sdf_px = regions.signed_distance(outline, SDF_SCALE)
-  sdf = sdf_px.reshape(-1) / SDF_SCALE
+  # One distance transform for both (clipping the wider one gives the narrower exactly).
+  sdf_px = regions.signed_distance(outline, EDGE_SDF_CAP if edge_offset else SDF_SCALE)
+  sdf = jnp.clip(sdf_px, -SDF_SCALE, SDF_SCALE).reshape(-1) / SDF_SCALE
   o = jnp.asarray(outline, jnp.float32).reshape(-1)
   area = jnp.maximum(graph.area, 1.0)
   cover = (o @ graph.onehot) / area
@@ -239,18 +266,18 @@ def probability(model: SnapNet, graph: Graph, outlines):
   return p[:, graph.labels].reshape(outlines.shape)
 
 
-@functools.partial(jax.jit, static_argnames=("steps", "batch_size", "pool", "prior",
-                                             "edge_offset"), donate_argnums=0)
+@functools.partial(jax.jit, static_argnames=("steps", "batch_size", "pool", "prior"),
+                   donate_argnums=0)
 def region_epoch(state, graph: Graph, key: jax.Array, *, steps: int, batch_size: int,
-                pool: int = 4, prior: regions.RegionPrior = regions.RegionPrior(),
-                edge_offset: bool = False):
+                pool: int = 4, prior: regions.RegionPrior = regions.RegionPrior()):
   """`steps` updates on batches drawn from a fresh pool of `pool * batch_size` pairs.
 
   Making pairs costs more than an update, so each epoch draws one pool (from
   `fold_in(key, 0)`) and every update a random batch of it (`fold_in(key, i + 1)`).
   Returns the new state and the mean metrics.
   """
-  data = sample_batch(jax.random.fold_in(key, 0), graph, pool * batch_size, prior, edge_offset)
+  data = sample_batch(jax.random.fold_in(key, 0), graph, pool * batch_size, prior,
+                      state.model().edge_offset)  # the features the net was built for
 
   def body(state, i):
     idx = jax.random.choice(jax.random.fold_in(key, i + 1), pool * batch_size,
