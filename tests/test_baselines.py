@@ -98,6 +98,24 @@ def test_edge_band_grabcut_keeps_unlike_parts_and_fixes_only_edges():
   np.testing.assert_array_equal(baselines.edge_band_grabcut(img, net, band=0), net)
 
 
+def test_outline_offset_finds_the_edge_and_grabcut_grown_uses_it():
+  pytest.importorskip("cv2")
+  img, obj = synthetic(100, 100, r=25)
+  for d in (-6, -4, 0, 3, 6, 10):
+    assert abs(baselines.outline_offset(img, outlines.offset_mask(obj, d)) - d) <= 1, d
+  # An outline far inside: the trimap band cannot reach the edge; grown by the estimate
+  # (made on the 100x100 view, applied at full size) it can. Never shrunk: an outline
+  # outside is left to the band.
+  big, big_obj = synthetic(300, 300, r=75)
+  inside = outlines.offset_mask(big_obj, -18)
+  grown = baselines.grabcut_grown(big, inside, outlines.offset_mask(obj, -6), img, band=15)
+  assert metrics.iou(grown, big_obj) > 0.95 > 0.8 > metrics.iou(baselines.grabcut(big, inside, band=15), big_obj)
+  loose = outlines.offset_mask(big_obj, 9)
+  np.testing.assert_array_equal(
+      baselines.grabcut_grown(big, loose, outlines.offset_mask(obj, 3), img, band=15),
+      baselines.grabcut(big, loose, band=15))
+
+
 def test_superpixel_vote_takes_what_the_outline_mostly_covers():
   labels = np.repeat(np.repeat(np.arange(4).reshape(2, 2), 10, 0), 10, 1)  # four 10x10
   outline = np.zeros((20, 20), bool)

@@ -60,7 +60,7 @@ def test_evaluate_cli_end_to_end(tmp_path):
     rows = list(csv.DictReader(f))
   methods = {"net", "outline", "outline_superpixels", "thumbnail_nearest", "thumbnail_bicubic",
              "grabcut_100", "grabcut_full", "grabcut_trimap_full", "net_grabcut_full",
-             "union_grabcut_full", "edgeband_grabcut_full"}
+             "union_grabcut_full", "edgeband_grabcut_full", "grabcut_grown_full"}
   assert {r["method"] for r in rows} == methods
   assert {r["image"] for r in rows} == {"a_disc", "b_square"}
   assert {r["variant"] for r in rows if r["method"] == "net"} == {"paper"}

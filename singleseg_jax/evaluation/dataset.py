@@ -40,6 +40,9 @@ background, 128 an uncertain band that no metric counts). Per image:
      edgeband_grabcut_full  GrabCut that may move the net's full-resolution boundary
                           by at most `edge_band` pixels at 100x100: sure foreground
                           deeper inside, sure background farther outside (needs `net`)
+     grabcut_grown_full   grabcut_trimap_full from the outline grown by the image's
+                          estimate of how far inside the object it was drawn
+                          (`baselines.outline_offset`; never shrunk)
      outline_superpixels  the superpixels of snap's (config.snap_segments, 100x100)
                           that the outline covers at least half of: snap's selection
                           without its net

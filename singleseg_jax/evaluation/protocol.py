@@ -33,10 +33,10 @@ from singleseg_jax.snap.net import graph_of
 
 METHODS = ("net", "outline", "outline_superpixels", "thumbnail_nearest", "thumbnail_bicubic",
            "grabcut_100", "grabcut_full", "grabcut_trimap_full", "net_grabcut_full",
-           "union_grabcut_full", "edgeband_grabcut_full")
+           "union_grabcut_full", "edgeband_grabcut_full", "grabcut_grown_full")
 HYBRID_METHODS = ("net_grabcut_full", "union_grabcut_full", "edgeband_grabcut_full")
 CV2_METHODS = frozenset({"grabcut_100", "grabcut_full", "grabcut_trimap_full",
-                         *HYBRID_METHODS})
+                         "grabcut_grown_full", *HYBRID_METHODS})
 MIN_OBJECT_FRACTION = 0.01
 #: Boundary F tolerance in pixels at 100x100 (the evaluation's flag defaults to it).
 BF_TOLERANCE = 2.0
@@ -191,6 +191,10 @@ def run_method(method, case: Case, outline, outline_full, net, opts):
     if B.grabcut_degenerate(B.grabcut_init(outline_full, band)):
       note = "grabcut cannot run: answered the outline"
     return None, full, seconds, note
+  elif method == "grabcut_grown_full":
+    full = B.grabcut_grown(case.crop, outline_full, outline, case.prep.image,
+                           band=full_band(case, opts["band"]), iterations=opts["iterations"])
+    return None, full, time.perf_counter() - t0, note
   else:
     raise InputError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
   return mask, None, time.perf_counter() - t0, note
