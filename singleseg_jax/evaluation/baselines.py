@@ -27,7 +27,8 @@ import numpy as np
 
 from singleseg_jax import image as image_lib
 from singleseg_jax.errors import InputError
-from singleseg_jax.geometry import within_distance
+from singleseg_jax.evaluation.outlines import offset_mask
+from singleseg_jax.geometry import boundary, distance_transform, within_distance
 from singleseg_jax.image import resize_mask
 
 UPSAMPLING = ("nearest", "bicubic")
@@ -167,8 +168,8 @@ def edge_band_grabcut(image, mask, *, band: float, iterations: int = DEFAULT_ITE
   refines only the net's edges, which follow superpixels rather than the image.
   """
   m = _mask(mask, "net mask")
-  core = m & ~within_distance(~m, band) if (~m).any() else m
-  return grabcut(image, m, band=band, iterations=iterations, seed=seed, sure_fg=core)
+  return grabcut(image, m, band=band, iterations=iterations, seed=seed,
+                 sure_fg=offset_mask(m, -band))
 
 
 def superpixel_vote(labels, outline) -> np.ndarray:
@@ -194,17 +195,17 @@ def outline_offset(image, outline) -> int:
   """The t of OFFSETS (px of `image`) for which the outline moved inward by t has the
   strongest mean colour gradient (Sobel, uint8 RGB `image`) along its inner border:
   where an outline drawn t px outside the object puts the object's edge."""
-  from scipy import ndimage  # noqa: PLC0415 (with jax; only the baselines need it)
+  from scipy import ndimage  # noqa: PLC0415 (with jax; only its Sobel filter is needed)
   img = image_lib.as_rgb_uint8(image).astype(np.float64)
   m = _mask(outline)
   if img.shape[:2] != m.shape:
     raise InputError(f"image {img.shape[:2]} and outline {m.shape} differ in size")
   grad = np.sqrt(sum(ndimage.sobel(img[..., c], a) ** 2 for c in range(3) for a in (0, 1)))
-  sdf = np.where(m, -ndimage.distance_transform_edt(m), ndimage.distance_transform_edt(~m))
+  sdf = np.where(m, -distance_transform(~m), distance_transform(m))
   best, best_score = 0, -1.0
   for t in OFFSETS:
     moved = sdf < -t
-    border = moved & ~ndimage.binary_erosion(moved)
+    border = boundary(moved, image_border=True)
     score = grad[border].mean() if border.any() else 0.0
     if score > best_score or (score == best_score and abs(t) < abs(best)):
       best, best_score = t, score
