@@ -7,7 +7,7 @@ import pytest
 
 from singleseg_jax import InputError
 from singleseg_jax.paper.layers import (check_layer, conv_transpose, conv_transpose_reference,
-                                        output_size, uses_custom_vjp, uses_winograd)
+                                        output_size, tap_sum, uses_custom_vjp, uses_winograd)
 from singleseg_jax.paper.model import LAYERS
 
 CASES = [(stride, crop, act) for _, stride, crop in LAYERS for act in ("relu", "sigmoid")]
@@ -32,15 +32,30 @@ def _inputs(cin=5, cout=4, side=6, n=3, seed=0):
           jax.random.normal(k[2], (cout,)) * 0.1)
 
 
+@pytest.mark.parametrize("side", [5, 6])
 @pytest.mark.parametrize("stride,crop", [(s, c) for _, s, c in LAYERS])
-def test_forward_matches_scatter_definition(stride, crop):
-  x, kernel, bias = _inputs()
+def test_forward_matches_scatter_definition(stride, crop, side):
+  x, kernel, bias = _inputs(side=side)
   out = conv_transpose(x, kernel, bias, stride, crop, "linear")
   ref = scatter_reference(np.asarray(x, np.float64), np.asarray(kernel, np.float64),
                           np.asarray(bias, np.float64), stride, crop)
   assert out.shape == ref.shape
-  assert out.shape[1] == output_size(6, stride, crop[:2])
+  assert out.shape[1] == output_size(side, stride, crop[:2])
   np.testing.assert_allclose(np.asarray(out), ref, atol=1e-5)
+  # The tap-sum forward (one GEMM, nine planes added) against XLA's convolution, jitted.
+  conv = jax.jit(conv_transpose_reference, static_argnums=(3, 4, 5))(x, kernel, bias, stride,
+                                                                     crop, "relu")
+  np.testing.assert_allclose(np.asarray(jax.jit(tap_sum, static_argnums=(3, 4, 5))(
+      x, kernel, bias, stride, crop, "relu")), np.asarray(conv), rtol=1e-5, atol=1e-5)
+
+
+def test_nan_weight_gives_nan_output():
+  # The tap-sum forward keeps its output in one buffer through a cond on the first
+  # weight: a NaN there must still give NaN, not a number.
+  x, kernel, bias = _inputs()
+  out = conv_transpose(x, kernel.at[0, 0, 0, 0].set(jnp.nan), bias, 2, (1, 1, 1, 1), "relu")
+  assert bool(jnp.all(jnp.isnan(out)))
+  assert bool(jnp.all(jnp.isfinite(conv_transpose(x, kernel, bias, 2, (1, 1, 1, 1), "relu"))))
 
 
 @pytest.mark.parametrize("stride,crop,activation", CASES)

@@ -10,9 +10,11 @@ gradient of an lhs-dilated convolution, which XLA:CPU runs through a slow generi
 (the README has the measured gap). Here the backward pass gathers the
 nine strided taps of the (uncropped) output gradient once into a matrix
 T = (N*H*W, 9*Cout) and gets both gradients as plain GEMMs:
-kernel gradient = X^T T, input gradient = T W^T. The forward pass is the ordinary
-convolution of the stride-dilated input with the flipped kernel, with the crop folded
-into the padding. `tests/test_layers.py` checks the result against autodiff.
+kernel gradient = X^T T, input gradient = T W^T. The forward pass is one GEMM too
+(`tap_sum`): X @ K as (N*H*W, Cin) @ (Cin, 9*Cout), the nine tap planes then added at
+their strided offsets in one fused pass, with no multiplications by the stride's
+zeros, which XLA:CPU's lhs-dilated convolution does. `tests/test_layers.py` checks
+the result against the scatter definition and autodiff.
 
 `layer="winograd"` runs the stride-1 layers' three passes (forward, input gradient,
 kernel gradient) as Winograd correlations instead (`winograd.py`, which says where).
@@ -110,15 +112,57 @@ def _taps(g_full, stride: int, h: int, w: int):
   return taps.reshape(n * h * w, KERNEL * KERNEL * c)
 
 
+def tap_sum(x, kernel, bias, stride: int, crop: Sequence[int], activation: str = "linear"):
+  """The layer's forward as one GEMM and one fused pass: the same values as
+  `conv_transpose_reference` up to float rounding.
+
+  Every tap plane P_ab = X @ K[a, b] lands at offset (a, b) with the stride between its
+  pixels (`lax.pad` with interior padding), and the nine are summed, cropped, biased and
+  activated in one XLA fusion. The result then goes through `_own_buffer`: in a train
+  step the output has several readers (the next layer's GEMM, this layer's ReLU mask
+  in the backward, the next layer's kernel gradient), and without it XLA:CPU duplicated
+  the nine-plane sum into each reader and materialised all nine padded planes for
+  them, 0.83x the convolution's step instead of faster (docs/speed.md).
+  """
+  n, h, w, cin = x.shape
+  cout = kernel.shape[-1]
+  planes = jnp.dot(x.reshape(n * h * w, cin),
+                   kernel.transpose(2, 0, 1, 3).reshape(cin, KERNEL * KERNEL * cout),
+                   preferred_element_type=jnp.float32)
+  # Summed in float32 and rounded once, as the convolution accumulates: in bfloat16 nine
+  # rounded planes would move pre-activations across the ReLU's zero.
+  planes = planes.reshape(n, h, w, KERNEL, KERNEL, cout)
+  gap = stride - 1
+  zero = jnp.zeros((), jnp.float32)
+  full = sum(lax.pad(planes[:, :, :, a, b], zero,
+                     ((0, 0, 0), (a, KERNEL - 1 - a, gap), (b, KERNEL - 1 - b, gap), (0, 0, 0)))
+             for a in range(KERNEL) for b in range(KERNEL))
+  t, bo, l, r = crop
+  z = full[:, t:full.shape[1] - bo, l:full.shape[2] - r] + bias.astype(jnp.float32)
+  return _own_buffer(_activate(z.astype(x.dtype), activation), kernel)
+
+
+def _own_buffer(y, kernel):
+  """`y` itself, through a `lax.cond` whose operand XLA must materialise once, so that
+  every reader reads that buffer instead of recomputing `y` (XLA:CPU strips
+  `optimization_barrier` before fusion, and folds a cond on a constant predicate).
+
+  The predicate is `kernel[0, 0, 0, 0]` equalling itself: always true unless that
+  weight is NaN, when the output is all NaN, as a NaN weight makes it anyway by the
+  next layer."""
+  k = kernel[(0,) * kernel.ndim]
+  return lax.cond(k == k, lambda v: v, lambda v: jnp.full_like(v, jnp.nan), y)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
 def conv_transpose(x, kernel, bias, stride: int, crop: tuple[int, int, int, int],
                    activation: str = "linear"):
   """act(cropped transposed convolution + bias); x (N,H,W,Cin), kernel (3,3,Cin,Cout)."""
-  return conv_transpose_reference(x, kernel, bias, stride, crop, activation)
+  return tap_sum(x, kernel, bias, stride, crop, activation)
 
 
 def _fwd(x, kernel, bias, stride, crop, activation):
-  y = conv_transpose_reference(x, kernel, bias, stride, crop, activation)
+  y = tap_sum(x, kernel, bias, stride, crop, activation)
   return y, (x, kernel, y)
 
 
