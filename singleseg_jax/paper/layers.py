@@ -122,7 +122,7 @@ def tap_sum(x, kernel, bias, stride: int, crop: Sequence[int], activation: str =
   step the output has several readers (the next layer's GEMM, this layer's ReLU mask
   in the backward, the next layer's kernel gradient), and without it XLA:CPU duplicated
   the nine-plane sum into each reader and materialised all nine padded planes for
-  them, 0.83x the convolution's step instead of faster (docs/speed.md).
+  them, which made the step slower than the convolution's (docs/speed.md).
   """
   n, h, w, cin = x.shape
   cout = kernel.shape[-1]
@@ -149,7 +149,10 @@ def _own_buffer(y, kernel):
 
   The predicate is `kernel[0, 0, 0, 0]` equalling itself: always true unless that
   weight is NaN, when the output is all NaN, as a NaN weight makes it anyway by the
-  next layer."""
+  next layer. Only on CPU, where it was measured: elsewhere a conditional may wait for
+  its predicate on the host."""
+  if jax.default_backend() != "cpu":
+    return y
   k = kernel[(0,) * kernel.ndim]
   return lax.cond(k == k, lambda v: v, lambda v: jnp.full_like(v, jnp.nan), y)
 
