@@ -49,13 +49,20 @@ def test_forward_matches_scatter_definition(stride, crop, side):
       x, kernel, bias, stride, crop, "relu")), np.asarray(conv), rtol=1e-5, atol=1e-5)
 
 
-def test_nan_weight_gives_nan_output():
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the cond is used on CPU only")
+def test_nan_weight_gives_nan_output_alone_and_in_a_population():
   # The tap-sum forward keeps its output in one buffer through a cond on the first
-  # weight: a NaN there must still give NaN, not a number.
+  # weight: a NaN there must still give NaN, not a number, and under vmap (a population
+  # of nets, one predicate for all) only for the net that has it.
   x, kernel, bias = _inputs()
-  out = conv_transpose(x, kernel.at[0, 0, 0, 0].set(jnp.nan), bias, 2, (1, 1, 1, 1), "relu")
-  assert bool(jnp.all(jnp.isnan(out)))
-  assert bool(jnp.all(jnp.isfinite(conv_transpose(x, kernel, bias, 2, (1, 1, 1, 1), "relu"))))
+  bad = kernel.at[0, 0, 0, 0].set(jnp.nan)
+  layer = lambda k: conv_transpose(x, k, bias, 2, (1, 1, 1, 1), "relu")
+  assert bool(jnp.all(jnp.isnan(layer(bad))))
+  good = layer(kernel)
+  assert bool(jnp.all(jnp.isfinite(good)))
+  both = jax.jit(jax.vmap(layer))(jnp.stack([kernel, bad]))
+  assert bool(jnp.all(jnp.isnan(both[1])))
+  np.testing.assert_allclose(np.asarray(both[0]), np.asarray(good), rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("stride,crop,activation", CASES)

@@ -10,8 +10,8 @@ the whole forward pass this puts analytic/XLA between 0.99 (tiny nets, where the
 element-wise ops weigh) and 1.03 (the paper's net), hence the 5% tolerance. The count is
 checked on that convolution (the layer without its custom VJP): the custom VJP's
 tap-sum forward is one GEMM over all nine taps, cropped ones included, plus the adds of
-the nine planes, which XLA counts as flops too (14% more than the real multiply-adds
-for the tiny net, whose 8 input channels make the adds weigh).
+the nine planes, which XLA counts as flops too (they weigh most in the tiny net, whose
+8 input channels make few multiply-adds per add).
 """
 import csv
 import json

@@ -138,23 +138,44 @@ def tap_sum(x, kernel, bias, stride: int, crop: Sequence[int], activation: str =
                      ((0, 0, 0), (a, KERNEL - 1 - a, gap), (b, KERNEL - 1 - b, gap), (0, 0, 0)))
              for a in range(KERNEL) for b in range(KERNEL))
   t, bo, l, r = crop
+  bias = jnp.asarray(bias)
   z = full[:, t:full.shape[1] - bo, l:full.shape[2] - r] + bias.astype(jnp.float32)
-  return _own_buffer(_activate(z.astype(x.dtype), activation), kernel)
+  # The dtype the convolution form gives: its inputs' and the bias's, promoted.
+  dtype = jnp.result_type(x.dtype, kernel.dtype, bias.dtype)
+  return _own_buffer(_activate(z.astype(dtype), activation), kernel)
 
 
 def _own_buffer(y, kernel):
   """`y` itself, through a `lax.cond` whose operand XLA must materialise once, so that
   every reader reads that buffer instead of recomputing `y` (XLA:CPU strips
   `optimization_barrier` before fusion, and folds a cond on a constant predicate).
+  Only on CPU, where it was measured: elsewhere a conditional may wait for its
+  predicate on the host."""
+  first = kernel[(0,) * kernel.ndim]
+  return lax.platform_dependent(y, first, cpu=_through_cond, default=lambda y, first: y)
 
-  The predicate is `kernel[0, 0, 0, 0]` equalling itself: always true unless that
-  weight is NaN, when the output is all NaN, as a NaN weight makes it anyway by the
-  next layer. Only on CPU, where it was measured: elsewhere a conditional may wait for
-  its predicate on the host."""
-  if jax.default_backend() != "cpu":
-    return y
-  k = kernel[(0,) * kernel.ndim]
-  return lax.cond(k == k, lambda v: v, lambda v: jnp.full_like(v, jnp.nan), y)
+
+@jax.custom_batching.custom_vmap
+def _through_cond(y, first):
+  """The cond: `y` unless `first` (one weight) is NaN, then all NaN. The predicate has to
+  depend on data to survive XLA, and a NaN weight makes the loss NaN anyway."""
+  return lax.cond(first == first, lambda v: v, lambda v: jnp.full_like(v, jnp.nan), y)
+
+
+@_through_cond.def_vmap
+def _through_cond_batched(axis_size, in_batched, y, first):
+  """Under vmap (a population of nets), one unbatched predicate over all of them, so
+  the cond stays a cond (a batched predicate would turn it into a select, which reads
+  `y` again); the nets with a NaN first weight are filled with NaN in its other branch."""
+  y_batched, first_batched = in_batched
+  if not y_batched:
+    y = jnp.broadcast_to(y, (axis_size,) + y.shape)
+  if not first_batched:
+    first = jnp.broadcast_to(first, (axis_size,))
+  bad = (first != first).reshape((axis_size,) + (1,) * (y.ndim - 1))
+  out = lax.cond(jnp.any(bad), lambda v: jnp.where(bad, jnp.nan, v).astype(v.dtype),
+                 lambda v: v, y)
+  return out, True
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
