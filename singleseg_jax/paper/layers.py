@@ -114,15 +114,11 @@ def _taps(g_full, stride: int, h: int, w: int):
 
 def tap_sum(x, kernel, bias, stride: int, crop: Sequence[int], activation: str = "linear"):
   """The layer's forward as one GEMM and one fused pass: the same values as
-  `conv_transpose_reference` up to float rounding.
+  `conv_transpose_reference` up to float rounding, and differentiable by autodiff as it.
 
   Every tap plane P_ab = X @ K[a, b] lands at offset (a, b) with the stride between its
   pixels (`lax.pad` with interior padding), and the nine are summed, cropped, biased and
-  activated in one XLA fusion. The result then goes through `_own_buffer`: in a train
-  step the output has several readers (the next layer's GEMM, this layer's ReLU mask
-  in the backward, the next layer's kernel gradient), and without it XLA:CPU duplicated
-  the nine-plane sum into each reader and materialised all nine padded planes for
-  them, which made the step slower than the convolution's (docs/speed.md).
+  activated in one XLA fusion. `conv_transpose` runs it through `_own_buffer`.
   """
   n, h, w, cin = x.shape
   cout = kernel.shape[-1]
@@ -142,15 +138,21 @@ def tap_sum(x, kernel, bias, stride: int, crop: Sequence[int], activation: str =
   z = full[:, t:full.shape[1] - bo, l:full.shape[2] - r] + bias.astype(jnp.float32)
   # The dtype the convolution form gives: its inputs' and the bias's, promoted.
   dtype = jnp.result_type(x.dtype, kernel.dtype, bias.dtype)
-  return _own_buffer(_activate(z.astype(dtype), activation), kernel)
+  return _activate(z.astype(dtype), activation)
 
 
 def _own_buffer(y, kernel):
   """`y` itself, through a `lax.cond` whose operand XLA must materialise once, so that
   every reader reads that buffer instead of recomputing `y` (XLA:CPU strips
   `optimization_barrier` before fusion, and folds a cond on a constant predicate).
-  Only on CPU, where it was measured: elsewhere a conditional may wait for its
-  predicate on the host."""
+
+  In a train step a layer's output has several readers (the next layer's GEMM, this
+  layer's ReLU mask in the backward, the next layer's kernel gradient), and without it
+  XLA:CPU duplicated `tap_sum`'s nine-plane sum into each reader and materialised all
+  nine padded planes for them, which made the step slower than the convolution's
+  (docs/speed.md). Only on CPU, where it was measured: elsewhere a conditional may wait
+  for its predicate on the host. Not differentiable (its vmap rule is custom): it is
+  used inside the custom VJP only."""
   first = kernel[(0,) * kernel.ndim]
   return lax.platform_dependent(y, first, cpu=_through_cond, default=lambda y, first: y)
 
@@ -182,11 +184,11 @@ def _through_cond_batched(axis_size, in_batched, y, first):
 def conv_transpose(x, kernel, bias, stride: int, crop: tuple[int, int, int, int],
                    activation: str = "linear"):
   """act(cropped transposed convolution + bias); x (N,H,W,Cin), kernel (3,3,Cin,Cout)."""
-  return tap_sum(x, kernel, bias, stride, crop, activation)
+  return _fwd(x, kernel, bias, stride, crop, activation)[0]
 
 
 def _fwd(x, kernel, bias, stride, crop, activation):
-  y = tap_sum(x, kernel, bias, stride, crop, activation)
+  y = _own_buffer(tap_sum(x, kernel, bias, stride, crop, activation), kernel)
   return y, (x, kernel, y)
 
 
