@@ -8,10 +8,12 @@ the multiplications left are one batched GEMM over the (m+2)^2 transform positio
 (tiles, Cin) @ (Cin, Cout) each: 16 per 4 outputs for F(2x2,3x3), 36 per 16 for
 F(4x4,3x3), against 9 per output for a direct convolution.
 
-Only sums with constant coefficients touch the activations, written as explicit adds
-of strided slices (zero coefficients skipped), so that XLA fuses each transform into
-two passes over memory (rows, then columns); as products with the small constant
-matrices (einsum) they become GEMMs with 4-6 terms per sum, measured several times slower.
+Every transform (of the input tiles, the output tiles, the kernel G w G^T and the
+kernel gradient back to 3x3) is a sum with constant coefficients, written as explicit
+adds of slices (zero coefficients skipped), so that XLA fuses it into two passes over
+memory (rows, then columns). As products with the small constant matrices (einsum)
+XLA:CPU hands them to its GEMM library as GEMMs with 3-6 terms per sum, several times
+slower: for the kernel of layer 1 (256 -> 256) that alone cost a third of the layer.
 
 `layers.py` builds the layer's forward pass and both gradients from `correlate` and
 `correlate_kernel_grad`; FORMS says which layer gets which form.
@@ -110,8 +112,7 @@ def correlate(d, w, m: int):
   n, h, wd, _ = d.shape
   padded, t_h, t_w = _tiling(d, m)
   v = _input_tiles(padded, m, t_h, t_w)                            # (a*a, P, Cin)
-  gm = jnp.asarray(g, w.dtype)
-  u = jnp.einsum("xa,abio,yb->xyio", gm, w, gm).reshape((m + 2) ** 2, *w.shape[2:])
+  u = _transform_2d(g, lambda r: w[r], lambda rows, s: rows[s]).reshape((m + 2) ** 2, *w.shape[2:])
   prod = lax.dot_general(v, u.astype(v.dtype), (((2,), (1,)), ((0,), (0,))),
                          preferred_element_type=jnp.float32)      # (a*a, P, Cout)
   a = m + 2
@@ -138,5 +139,4 @@ def correlate_kernel_grad(tiles, g_out, m: int):
   du = lax.dot_general(tiles, dm, (((1,), (1,)), ((0,), (0,))),
                        preferred_element_type=jnp.float32)        # (a*a, Cin, Cout)
   du = du.reshape(m + 2, m + 2, *du.shape[1:])
-  gm = jnp.asarray(g, du.dtype)
-  return jnp.einsum("xa,xyio,yb->abio", gm, du, gm)
+  return _transform_2d(g.T, lambda r: du[r], lambda rows, s: rows[s])
