@@ -122,7 +122,7 @@ class FitOptions:
     if not self.variant_impl.chunks_gradient:
       return self.batch_size
     return net_microbatch(self.microbatch, self.batch_size, self.in_channels, self.width,
-                          self.size, self.scale, self.layer, platform)
+                          self.size, self.scale, platform)
 
   @property
   def variant_impl(self) -> variants.Variant:

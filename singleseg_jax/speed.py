@@ -403,7 +403,7 @@ def bench_case(in_channels: int, width: float, batch: int, *, dtype: str = "floa
   parts = parse_mode(mode)
   steps = num_batches(epoch_pairs, batch) if "epoch" in parts else None
   dev = jax.devices()[0]
-  microbatch = net_microbatch(microbatch, batch, in_channels, width, size, scale, layer,
+  microbatch = net_microbatch(microbatch, batch, in_channels, width, size, scale,
                               dev.platform)
   mesh = data_mesh() if data_parallel else None
   devices = mesh.shape["data"] if mesh is not None else 1
@@ -751,8 +751,7 @@ def parse_step(spec: str, batch: int, in_channels: int = 256,
   except ValueError:
     raise InputError(f"a step is layer or layer:microbatch (e.g. winograd:10), got "
                      f"{spec!r}") from None
-  return layers.check_layer(layer), net_microbatch(microbatch, batch, in_channels, width,
-                                                   layer=layer)
+  return layers.check_layer(layer), net_microbatch(microbatch, batch, in_channels, width)
 
 
 def compare_layers(specs: Sequence[str], in_channels: int = 256, width: float = 1.0,

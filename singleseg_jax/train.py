@@ -19,7 +19,6 @@ import optax
 from flax import nnx
 
 from singleseg_jax.paper.data import Dataset
-from singleseg_jax.paper.layers import uses_winograd
 from singleseg_jax.paper.model import PAPER_SCALE, PAPER_SIZE, backward_bytes_per_sample
 from singleseg_jax.errors import InputError
 
@@ -123,18 +122,17 @@ def check_microbatch(microbatch: int, batch_size: int | None) -> int:
 
 
 def resolve_microbatch(microbatch: int, batch_size: int, platform: str | None = None,
-                       layer: str = "custom", sample_bytes: int | None = None) -> int:
+                       sample_bytes: int | None = None) -> int:
   """Samples per gradient chunk for a `batch_size` step: `microbatch` itself if it is a
   divisor of the batch; for 0 ("auto"), on CPU the largest divisor of the batch up to
   CPU_MICROBATCH (the whole batch if that is below MIN_MICROBATCH). Auto keeps the
   whole batch on other backends (`platform`, default JAX's), which large batches keep
-  busy; for `layer="winograd"`, whose F(4x4) GEMMs need the whole batch's tiles
-  (measured slower in chunks, docs/speed.md); and where the batch's backward working
-  set (`sample_bytes` per sample, `model.backward_bytes_per_sample`; None: large) fits
-  in CACHE_BYTES."""
+  busy, and where the batch's backward working set (`sample_bytes` per sample,
+  `model.backward_bytes_per_sample`; None: large) fits in CACHE_BYTES. Every `layer`
+  form chunks alike: the Winograd step too runs fastest in chunks of 10 (docs/speed.md)."""
   if check_microbatch(microbatch, batch_size):
     return microbatch
-  if (platform or jax.default_backend()) != "cpu" or uses_winograd(layer):
+  if (platform or jax.default_backend()) != "cpu":
     return batch_size
   if sample_bytes is not None and sample_bytes * batch_size <= CACHE_BYTES:
     return batch_size
@@ -143,12 +141,12 @@ def resolve_microbatch(microbatch: int, batch_size: int, platform: str | None = 
 
 
 def net_microbatch(microbatch: int, batch_size: int, in_channels: int, width: float = 1.0,
-                   size: int = PAPER_SIZE, scale: float = PAPER_SCALE, layer: str = "custom",
+                   size: int = PAPER_SIZE, scale: float = PAPER_SCALE,
                    platform: str | None = None) -> int:
   """`resolve_microbatch` for the paper's net of these shape knobs (its backward
   working set from `model.backward_bytes_per_sample`): what training and the
   benchmarks chunk a batch by."""
-  return resolve_microbatch(microbatch, batch_size, platform, layer,
+  return resolve_microbatch(microbatch, batch_size, platform,
                             backward_bytes_per_sample(in_channels, width, size, scale))
 
 

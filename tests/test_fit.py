@@ -9,7 +9,7 @@ from singleseg_jax import InputError, prepare_image
 from singleseg_jax.fit import (NETS, FitOptions, fit, fit_population, fit_seeds, global_array,
                                init_state, population_functions, population_inputs,
                                population_mesh)
-from singleseg_jax.paper.layers import LAYER_CHOICES, uses_custom_vjp
+from singleseg_jax.paper.layers import LAYER_CHOICES, uses_custom_vjp, uses_winograd
 
 OPTIONS = FitOptions(in_channels=8, width=0.125, num_samples=60, batch_size=15, num_epochs=5,
                      patience=2, rel_tol=0.05)
@@ -171,4 +171,4 @@ def test_a_block_that_diverges_hands_back_the_last_good_state(image):
 def test_the_paper_net_is_built_with_the_chosen_layer(layer):
   model = init_state(jax.random.key(0), FitOptions(**{**OPTIONS.__dict__, "layer": layer})).model()
   assert {l.fast_grad for l in model.layers} == {uses_custom_vjp(layer)}
-  assert {l.winograd for l in model.layers} == {layer == "winograd"}
+  assert {l.winograd for l in model.layers} == {uses_winograd(layer)}

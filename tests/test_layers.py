@@ -159,8 +159,10 @@ def test_layer_choice_by_backend():
   assert uses_custom_vjp("auto", "cpu") and uses_custom_vjp("custom", "gpu")
   assert not uses_custom_vjp("auto", "gpu") and not uses_custom_vjp("auto", "tpu")
   assert not uses_custom_vjp("stock", "cpu")
-  # Winograd is the custom VJP with some passes replaced, on any backend it is asked for.
-  assert uses_custom_vjp("winograd", "gpu") and uses_winograd("winograd", "cpu")
-  assert not uses_winograd("auto", "cpu") and not uses_winograd("custom", "cpu")
+  # Winograd is the custom VJP with some passes replaced, on any backend it is asked
+  # for, and auto's choice on CPU only.
+  assert uses_custom_vjp("winograd", "gpu") and uses_winograd("winograd", "gpu")
+  assert uses_winograd("auto", "cpu") and not uses_winograd("custom", "cpu")
+  assert not uses_winograd("auto", "gpu") and not uses_winograd("stock", "cpu")
   with pytest.raises(InputError, match="layer must be one of"):
     check_layer("fast")

@@ -77,7 +77,6 @@ def test_microbatch_choice():
   assert [resolve_microbatch(0, b, "cpu") for b in (50, 16, 25, 10, 13, 22, 3)] == \
       [10, 8, 5, 10, 13, 22, 3]
   assert resolve_microbatch(0, 50, "gpu") == 50 and resolve_microbatch(25, 50, "gpu") == 25
-  assert resolve_microbatch(0, 50, "cpu", "winograd") == 50
   # ... and only a batch whose backward working set is over 16 MiB: the cat net's is at
   # 50 and 16 (110 and 35 MiB), the tests' tiny net's at 15 (7 MiB) is not.
   cat, tiny = backward_bytes_per_sample(256, 1.0), backward_bytes_per_sample(8, 0.125)

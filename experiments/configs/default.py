@@ -49,7 +49,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   # XLA:CPU runs autodiff of strided transposed convolutions through a slow generic
   # path; "winograd": custom with Winograd forward and gradients where they are measured
   # to win (paper/winograd.py); "stock": plain autodiff (the backend's own convolution
-  # gradients); "auto": custom on CPU, where it is measured to pay, stock elsewhere.
+  # gradients); "auto": winograd on CPU, where it is measured to pay, stock elsewhere.
   config.layer = "auto"
 
   config.num_samples = 1000
@@ -61,7 +61,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   # over chunks of this many samples, one after the other, the same update up to float
   # rounding. 0 is auto: chunks of 10 on CPU when the batch's backward working set
   # overflows the cache (a chunk's then stays in it; train.resolve_microbatch); the
-  # whole batch otherwise, on accelerators and with layer "winograd".
+  # whole batch otherwise and on accelerators.
   config.microbatch = 0
   config.num_epochs = 500
   config.learning_rate = 1e-3

@@ -39,7 +39,8 @@ _DIMS = ("NHWC", "HWIO", "NHWC")
 
 #: How the layers are differentiated (the `layer` config key): "custom" is this module's
 #: VJP, "winograd" the same with Winograd passes where `winograd.FORMS` says they win,
-#: "stock" plain autodiff of `conv_transpose_reference`, "auto" picks per backend.
+#: "stock" plain autodiff of `conv_transpose_reference`, "auto" picks per backend
+#: (winograd on CPU, stock elsewhere).
 LAYER_CHOICES = ("auto", "custom", "winograd", "stock")
 
 
@@ -61,9 +62,12 @@ def uses_custom_vjp(layer: str, platform: str | None = None) -> bool:
 
 
 def uses_winograd(layer: str, platform: str | None = None) -> bool:
-  """Whether `layer` means the Winograd forms (where they win); only asked for by name,
-  so on every `platform` (an argument kept for symmetry with `uses_custom_vjp`)."""
-  return check_layer(layer) == "winograd"
+  """Whether `layer` means the Winograd forms (where `winograd.FORMS` says they win) on
+  `platform` (default: JAX's default backend): by name everywhere, and for "auto" on
+  CPU, where the train step with them was measured faster (docs/speed.md)."""
+  if check_layer(layer) == "auto":
+    return (platform or jax.default_backend()) == "cpu"
+  return layer == "winograd"
 
 
 def output_size(n: int, stride: int, crop: tuple[int, int]) -> int:
@@ -283,7 +287,8 @@ class ConvTranspose(nnx.Module):
     kernel = self.kernel[...].astype(self.dtype)
     bias = self.bias[...].astype(self.dtype)
     x = x.astype(self.dtype)
-    form = winograd.form_for(self.stride, x.shape[1], self.dtype) if self.winograd else "custom"
+    form = (winograd.form_for(self.stride, x.shape[1], self.dtype, *kernel.shape[2:])
+            if self.winograd else "custom")
     if form != "custom":
       return conv_transpose_winograd(x, kernel, bias, self.crop, self.activation,
                                      winograd.tile_of(form))

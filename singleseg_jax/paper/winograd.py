@@ -41,19 +41,27 @@ TILES = tuple(TRANSFORMS)
 
 #: Which form each stride-1 layer of the seed's net runs as under `layer="winograd"`,
 #: by input side: "f2" or "f4" (Winograd F(2x2,3x3) or F(4x4,3x3)); sides not listed
-#: keep layers.py's tap-GEMM VJP. Chosen by paired per-layer forward+backward timings
-#: (`speed.time_layer_forms`; the numbers are in docs/speed.md), cat net, batch 50, float32: layer 1
-#: (side 10, 256 -> 256) gains most with F(4x4); layers 3 (side 23, 128 -> 64) and 5
-#: (side 49, 32 -> 8) lose in both forms: their GEMMs are too thin for the saved
-#: multiplications to pay for the transforms' extra passes over memory.
+#: keep layers.py's tap-GEMM VJP. Chosen by paired timings (`speed.time_layer_forms`
+#: per layer, then the whole train step; the numbers are in docs/speed.md), cat net,
+#: batch 50 in chunks of 10, float32: layer 1 (side 10, 256 -> 256) gains with both
+#: (1.18-1.24x alone); F(4x4) and F(2x2) tie in the step, and F(4x4) does fewer
+#: multiplications. Layer 3 (side 23, 128 -> 64) gains alone with F(2x2) (1.10x) but
+#: loses in the step (0.93x); layer 5 (side 49, 32 -> 8) loses in both forms: their
+#: GEMMs are too thin for the saved multiplications to pay for the transforms' passes.
 FORMS = {10: "f4"}
+#: The least Cin * Cout for which a listed layer runs in its Winograd form: layer 1
+#: alone gains 1.18x at 256 x 256, ties at 128 x 128 (1.01x) and loses at 64 x 64
+#: (0.78x; docs/speed.md), so narrow nets (the width ablation's, the tests') keep the
+#: tap-GEMM VJP, and the threshold sits between the tie and the gain.
+MIN_CHANNEL_PRODUCT = 128 * 256
 
 
-def form_for(stride: int, side: int, dtype) -> str:
-  """The form a layer runs as under `layer="winograd"`: FORMS for stride-1 float32 layers,
-  "custom" for the rest (bfloat16 would lose F(4x4)'s accuracy; strided layers keep the
-  tap-GEMM VJP)."""
-  if stride != 1 or jnp.dtype(dtype) != jnp.float32:
+def form_for(stride: int, side: int, dtype, in_channels: int, out_channels: int) -> str:
+  """The form a layer runs as under `layer="winograd"`: FORMS for stride-1 float32 layers
+  of at least MIN_CHANNEL_PRODUCT, "custom" for the rest (bfloat16 would lose F(4x4)'s
+  accuracy; strided layers keep the tap-GEMM VJP)."""
+  if (stride != 1 or jnp.dtype(dtype) != jnp.float32
+      or in_channels * out_channels < MIN_CHANNEL_PRODUCT):
     return "custom"
   return FORMS.get(side, "custom")
 
