@@ -88,6 +88,9 @@ def test_forms_are_data_and_only_for_wide_stride_1_float32_layers():
   assert winograd.form_for(1, 11, jnp.float32, 256, 256) == "custom"  # not a seed side
   assert winograd.form_for(1, 10, jnp.float32, 128, 128) == "custom"  # too narrow to pay
   assert winograd.form_for(1, 10, jnp.float32, 256, 128) == winograd.FORMS[10]
+  # Layer 3 (side 23): the car net's is wide enough, the cat net's is not.
+  assert winograd.form_for(1, 23, jnp.float32, 256, 128) == winograd.FORMS[23]
+  assert winograd.form_for(1, 23, jnp.float32, 128, 64) == "custom"
 
 
 def test_training_follows_the_custom_layers_loss_curve(photo, monkeypatch):

@@ -42,17 +42,21 @@ TILES = tuple(TRANSFORMS)
 #: Which form each stride-1 layer of the seed's net runs as under `layer="winograd"`,
 #: by input side: "f2" or "f4" (Winograd F(2x2,3x3) or F(4x4,3x3)); sides not listed
 #: keep layers.py's tap-GEMM VJP. Chosen by paired timings (`speed.time_layer_forms`
-#: per layer, then the whole train step; the numbers are in docs/speed.md), cat net,
-#: batch 50 in chunks of 10, float32: layer 1 (side 10, 256 -> 256) gains with both
-#: (1.18-1.24x alone); F(4x4) and F(2x2) tie in the step, and F(4x4) does fewer
-#: multiplications. Layer 3 (side 23, 128 -> 64) gains alone with F(2x2) (1.10x) but
-#: loses in the step (0.93x); layer 5 (side 49, 32 -> 8) loses in both forms: their
-#: GEMMs are too thin for the saved multiplications to pay for the transforms' passes.
-FORMS = {10: "f4"}
-#: The least Cin * Cout for which a listed layer runs in its Winograd form: layer 1
+#: per layer, then the whole train step; the numbers are in docs/speed.md), batch 50 in
+#: chunks of 10, float32. Layer 1 (side 10; 256 -> 256 in the cat net, 512 -> 512 in
+#: the car net) gains with both forms alone (1.14-1.31x); in the step F(4x4) and F(2x2)
+#: tie on the cat net and F(4x4) wins on the car net (1.01x over F(2x2)). Layer 3 (side 23)
+#: by F(4x4) gains where it is wide: the car net's (256 -> 128) 1.19x alone and 1.10x
+#: in the step; the cat net's (128 -> 64) loses alone (0.78x; by F(2x2) it gains alone,
+#: 1.10x, but loses in the step, 0.93x), and MIN_CHANNEL_PRODUCT keeps it out. Layer 5
+#: (side 49, 32 -> 8 or 64 -> 16) loses in both forms: its GEMMs are too thin for the
+#: saved multiplications to pay for the transforms' passes over memory.
+FORMS = {10: "f4", 23: "f4"}
+#: The least Cin * Cout for which a listed layer runs in its Winograd form. Layer 1
 #: alone gains 1.18x at 256 x 256, ties at 128 x 128 (1.01x) and loses at 64 x 64
-#: (0.78x; docs/speed.md), so narrow nets (the width ablation's, the tests') keep the
-#: tap-GEMM VJP, and the threshold sits between the tie and the gain.
+#: (0.78x); layer 3 gains at 256 x 128 and loses at 128 x 64 (docs/speed.md). So narrow
+#: layers (the cat net's layer 3, the width ablation's, the tests' tiny nets) keep the
+#: tap-GEMM VJP; the threshold sits between the losses and the gains.
 MIN_CHANNEL_PRODUCT = 128 * 256
 
 
