@@ -169,8 +169,8 @@ class Upsampler(nnx.Module):
   `in_channels=256, width=1` at the default 100 and 0.1 is the cat/dog net (979,907
   parameters); `in_channels=512, width=2` is the wider car net. `dtype` is the
   compute dtype. `fast_grad=False` uses plain autodiff (the reference the tests
-  compare against); `winograd=True` the Winograd forms where `paper.winograd.FORMS`
-  says they win.
+  compare against); `winograd=True` the Winograd forms where `paper.winograd.form_for`
+  says they win (FORMS, wide layers only).
   """
 
   def __init__(self, in_channels: int = 256, width: float = 1.0, *, size: int = PAPER_SIZE,
