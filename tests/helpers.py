@@ -49,13 +49,8 @@ def assert_each_net_is_its_own_fit(keys, images, options, together, reasons) -> 
     alone, why = fit(k, im, options, on_epoch=records.append)
     assert (st.epoch, reason) == (alone.epoch, why)
     assert st.plateau.best == pytest.approx(alone.plateau.best, rel=1e-4)
-    # Equal to float rounding, as Adam turns it: vmap sums the layers' GEMMs (Winograd's,
-    # on CPU) in another order, and Adam divides each gradient by its own running size,
-    # so a weight whose gradient is near zero can move by a visible part of a step
-    # (1.2e-5 seen after 3 epochs). 5e-5 is 5% of one step at the learning rate 1e-3; a
-    # net paired with the wrong image or key is off by whole steps.
     for a, b in zip(jax.tree.leaves(st.train.params), jax.tree.leaves(alone.train.params)):
-      np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=5e-5)
+      np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
     logs.append(records)
   return logs
 
