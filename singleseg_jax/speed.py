@@ -45,7 +45,8 @@ from singleseg_jax.paper.data import Dataset, num_train
 from singleseg_jax.paper import layers, winograd
 from singleseg_jax.paper.layers import uses_custom_vjp, uses_winograd
 from singleseg_jax.paper.model import (DTYPES, LAYERS, PAPER_SCALE, PAPER_SIZE, Upsampler,
-                                       flops_per_sample, layer_sides, layer_widths)
+                                       flops_per_sample, layer_sides, layer_widths,
+                                       winograd_forms)
 from singleseg_jax.memory import freed_memory_kept
 from singleseg_jax.progress import Progress
 from singleseg_jax.train import (TrainState, check_microbatch, make_optimizer, num_batches,
@@ -297,10 +298,13 @@ def parse_mode(mode: str) -> tuple[str, ...]:
   return tuple(dict.fromkeys(parts))
 
 
-def impl_name(layer: str, platform: str | None = None) -> str:
-  """What `layer` runs as on `platform`: "jax-custom-vjp", "jax-winograd" (the custom VJP
-  with Winograd passes where they win) or "jax-stock-autodiff"."""
-  if uses_winograd(layer, platform):
+def impl_name(layer: str, platform: str | None = None, *, in_channels: int, width: float,
+              dtype: str = "float32", size: int = PAPER_SIZE, scale: float = PAPER_SCALE) -> str:
+  """What `layer` runs as on `platform` for the paper's net of these shape knobs:
+  "jax-custom-vjp", "jax-winograd" (the custom VJP with Winograd passes, where at least
+  one layer is wide enough for them to win) or "jax-stock-autodiff"."""
+  if uses_winograd(layer, platform) and set(
+      winograd_forms(in_channels, width, size, scale, DTYPES[dtype])) != {"custom"}:
     return "jax-winograd"
   return "jax-custom-vjp" if uses_custom_vjp(layer, platform) else "jax-stock-autodiff"
 
@@ -419,7 +423,8 @@ def bench_case(in_channels: int, width: float, batch: int, *, dtype: str = "floa
   per_round = seconds / rounds
   rec = {k: None for k in KEYS}
   rec.update(
-      impl=impl_name(layer, dev.platform), layer=layer,
+      impl=impl_name(layer, dev.platform, in_channels=in_channels, width=width, dtype=dtype,
+                     size=size, scale=scale), layer=layer,
       platform=dev.platform, device_kind=dev.device_kind, num_devices=jax.device_count(),
       devices_used=devices, in_channels=in_channels, width=width, size=size, scale=scale,
       batch=batch, microbatch=microbatch, dtype=dtype,
@@ -588,7 +593,8 @@ def bench_population(case: "Case", nets: int, *, batch: int = 50, epoch_pairs: i
                    + n_val * flops_per_sample(case.in_channels, case.width))
   peak = peak or peak_gflops(jax.devices()[0], case.dtype)
   rec = {"case": case.name, "net": case.net, "layer": case.layer,
-         "impl": impl_name(case.layer), "dtype": case.dtype, "nets": nets,
+         "impl": impl_name(case.layer, in_channels=case.in_channels, width=case.width,
+                           dtype=case.dtype), "dtype": case.dtype, "nets": nets,
          "nets_computed": total, "devices_used": devices, "batch": batch,
          "microbatch": options.resolved_microbatch(), "malloc_keep": freed_memory_kept(),
          "epoch_pairs": n_train, "val_pairs": n_val, "compile_s": compile_s,
@@ -1015,7 +1021,9 @@ def _cat_run(config, options, out: str, deadline: float, records: list[dict]) ->
   uninterrupted one (`run`), so only the wall time carries the stages' extra start-ups.
   """
   summary = {"image": config.image, "max_epochs": config.num_epochs, "layer": options.layer,
-             "impl": impl_name(options.layer), "in_channels": options.in_channels,
+             "impl": impl_name(options.layer, in_channels=options.in_channels,
+                               width=options.width, dtype=options.dtype, size=options.size,
+                               scale=options.scale), "in_channels": options.in_channels,
              "width": options.width, "dtype": options.dtype, "batch": options.batch_size}
   impl = summary["impl"]
   n_train = num_train(options.num_samples, options.train_fraction)

@@ -37,6 +37,7 @@ from flax import nnx
 
 from singleseg_jax import image as image_lib
 from singleseg_jax.errors import InputError
+from singleseg_jax.paper import winograd
 from singleseg_jax.paper.layers import KERNEL, ConvTranspose, output_size
 
 #: The seed's sides: the 100x100 image and its 0.1 thumbnail (10x10).
@@ -160,6 +161,18 @@ def backward_bytes_per_sample(in_channels: int, width: float = 1.0, size: int = 
   outputs = sum(s * s * c for s, c in zip(sides[1:], widths))
   taps = max(s * s * KERNEL * KERNEL * c for s, c in zip(sides[:-1], widths))
   return 4 * (outputs + taps)
+
+
+def winograd_forms(in_channels: int, width: float = 1.0, size: int = PAPER_SIZE,
+                   scale: float = PAPER_SCALE, dtype=jnp.float32) -> tuple[str, ...]:
+  """The form each layer runs as under `layer="winograd"` (`winograd.form_for`, as
+  `ConvTranspose` asks it): "custom" for the layers that keep the tap-GEMM VJP."""
+  forms, cin = [], in_channels
+  for (_, stride, _), side, cout in zip(layer_table(size, scale), layer_sides(size, scale),
+                                        layer_widths(width, size, scale)):
+    forms.append(winograd.form_for(stride, side, dtype, cin, cout))
+    cin = cout
+  return tuple(forms)
 
 
 class Upsampler(nnx.Module):
